@@ -1,0 +1,67 @@
+//! Wiring shared by the CLI and the Lambda functions: one pool, one budget, one client.
+
+use crate::budget::Budget;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::github::{identity_of, GithubClient, GithubConfig};
+use crate::ingest::{IngestOptions, Ingestor};
+use crate::raw::{InlineRaw, PushQueue, RawStore};
+use crate::store::{self, PgBudget, StoreError};
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The long-lived parts of a process.
+pub struct App {
+    pub config: Config,
+    pub pool: Pool,
+    pub budget: Arc<PgBudget>,
+    pub github: Arc<GithubClient>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Connects (lazily) and applies pending migrations.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>, pool_size: usize) -> Result<Self, WiringError> {
+        let pool = store::pool(config.require_database_url()?, pool_size)?;
+        store::migrate(&pool).await?;
+        Self::with_pool(config, pool, clock)
+    }
+
+    pub fn with_pool(config: Config, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, WiringError> {
+        let budget = Arc::new(PgBudget::new(
+            pool.clone(),
+            identity_of(config.github_token.as_ref()),
+            config.default_rate_limit(),
+            config.ingest_reserve,
+        ));
+        let gh = GithubConfig {
+            base_url: config.github_api_url.clone(),
+            token: config.github_token.clone(),
+            ..GithubConfig::default()
+        };
+        let github = Arc::new(GithubClient::new(gh, budget.clone() as Arc<dyn Budget>, clock.clone())?);
+        Ok(Self { config, pool, budget, github, clock })
+    }
+
+    pub fn ingestor(&self, raw: Option<Arc<dyn RawStore>>, queue: Option<Arc<dyn PushQueue>>) -> Ingestor {
+        Ingestor {
+            pool: self.pool.clone(),
+            github: self.github.clone(),
+            budget: self.budget.clone(),
+            clock: self.clock.clone(),
+            raw: raw.unwrap_or_else(|| Arc::new(InlineRaw)),
+            queue,
+            options: IngestOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Configuration, read once at start from the environment. A bad value names its variable.
+
+use secrecy::SecretString;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawPayloadStore {
+    Postgres,
+    S3,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Option<String>,
+    pub github_api_url: String,
+    pub github_token: Option<SecretString>,
+    pub log_format: LogFormat,
+    /// Requests per 60 that enrichment leaves to ingest (scaled to the real limit).
+    pub ingest_reserve: u32,
+    pub enrich_cache_ttl: Duration,
+    pub enrich_max_attempts: i32,
+    pub raw_payload_store: RawPayloadStore,
+    pub raw_payload_bucket: Option<String>,
+    pub raw_payload_prefix: String,
+    pub enrich_queue_url: Option<String>,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("LOG_FORMAT", other, "expected json or text")),
+        };
+        let raw_payload_store = match get("RAW_PAYLOAD_STORE").as_deref() {
+            None | Some("postgres") => RawPayloadStore::Postgres,
+            Some("s3") => RawPayloadStore::S3,
+            Some(other) => return Err(invalid("RAW_PAYLOAD_STORE", other, "expected postgres or s3")),
+        };
+        let raw_payload_bucket = get("RAW_PAYLOAD_BUCKET");
+        if raw_payload_store == RawPayloadStore::S3 && raw_payload_bucket.is_none() {
+            return Err(ConfigError::Missing("RAW_PAYLOAD_BUCKET"));
+        }
+        let github_api_url = get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
+        if !(github_api_url.starts_with("http://") || github_api_url.starts_with("https://")) {
+            return Err(invalid("GITHUB_API_URL", &github_api_url, "expected an http(s) URL"));
+        }
+        Ok(Self {
+            database_url: get("DATABASE_URL"),
+            github_api_url,
+            github_token: get("GITHUB_TOKEN").map(SecretString::from),
+            log_format,
+            ingest_reserve: num(get, "INGEST_RESERVE", 20)?,
+            enrich_cache_ttl: Duration::from_secs(num(get, "ENRICH_CACHE_TTL_SECS", 86_400)?),
+            enrich_max_attempts: num(get, "ENRICH_MAX_ATTEMPTS", 5)?,
+            raw_payload_store,
+            raw_payload_bucket,
+            raw_payload_prefix: get("RAW_PAYLOAD_PREFIX").unwrap_or_else(|| "raw/".into()),
+            enrich_queue_url: get("ENRICH_QUEUE_URL"),
+        })
+    }
+
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or(ConfigError::Missing("DATABASE_URL"))
+    }
+
+    /// GitHub's documented limit for this identity, assumed until a response says otherwise.
+    pub fn default_rate_limit(&self) -> i32 {
+        if self.github_token.is_some() {
+            5000
+        } else {
+            60
+        }
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid { name, value: value.to_owned(), reason: reason.to_owned() }
+}
+
+fn num<T: std::str::FromStr>(get: Lookup<'_>, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| invalid(name, &v, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&move |k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing_but_a_database_for_commands_that_use_one() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.github_api_url, "https://api.github.com");
+        assert_eq!((c.ingest_reserve, c.enrich_max_attempts), (20, 5));
+        assert_eq!(c.default_rate_limit(), 60);
+        assert!(matches!(c.require_database_url(), Err(ConfigError::Missing("DATABASE_URL"))));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = cfg(&[("INGEST_RESERVE", "lots")]).unwrap_err().to_string();
+        assert!(e.starts_with("INGEST_RESERVE=\"lots\" is invalid"), "{e}");
+        let e = cfg(&[("RAW_PAYLOAD_STORE", "s3")]).unwrap_err().to_string();
+        assert_eq!(e, "RAW_PAYLOAD_BUCKET is not set");
+    }
+
+    #[test]
+    fn the_token_is_redacted_in_debug_output() {
+        let c = cfg(&[("GITHUB_TOKEN", "ghp_supersecretvalue")]).unwrap();
+        assert_eq!(c.github_token.as_ref().unwrap().expose_secret(), "ghp_supersecretvalue");
+        assert!(!format!("{c:?}").contains("supersecret"));
+        assert_eq!(c.default_rate_limit(), 5000);
+    }
+}

@@ -1,0 +1,335 @@
+use super::headers::{self, RateInfo};
+use crate::budget::{Budget, BudgetError, Denied, Observation, Purpose};
+use crate::clock::Clock;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// Backoff for transient failures (5xx, timeouts, connection errors).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_retries: 3, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+    }
+}
+
+#[derive(Clone)]
+pub struct GithubConfig {
+    pub base_url: String,
+    pub token: Option<SecretString>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.github.com".into(),
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(20),
+            max_body_bytes: 32 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GithubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful exchange.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Ok {
+        body: Bytes,
+        etag: Option<String>,
+        next: Option<String>,
+        poll_interval: Option<Duration>,
+        rate: Option<RateInfo>,
+    },
+    /// 304: what we hold is current.
+    NotModified { poll_interval: Option<Duration>, rate: Option<RateInfo> },
+    /// 404 or 410: the user or repository is gone.
+    Gone { status: u16 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GithubError {
+    #[error("no request sent: the rate budget is spent until {}", .0.until())]
+    BudgetDenied(Denied),
+    #[error("primary rate limit reached (HTTP {status}); requests resume at {reset}")]
+    PrimaryRateLimit { status: u16, reset: DateTime<Utc> },
+    #[error("secondary rate limit (HTTP {status}); nothing is sent before {until}: {message}")]
+    SecondaryRateLimit { status: u16, until: DateTime<Utc>, message: String },
+    #[error("GitHub answered HTTP {status} for {path} ({attempts} attempts): {message}")]
+    Server { status: u16, path: String, attempts: usize, message: String },
+    #[error("request for {path} failed ({attempts} attempts): {source}")]
+    Transport {
+        path: String,
+        attempts: usize,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GitHub answered HTTP {status} for {path}: {message}")]
+    Client { status: u16, path: String, message: String },
+    #[error("response body for {path} is larger than {limit} bytes")]
+    BodyTooLarge { path: String, limit: usize },
+    #[error("refusing to follow {url}: not under {base}")]
+    ForeignUrl { url: String, base: String },
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+}
+
+impl GithubError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, GithubError::Client { .. } | GithubError::ForeignUrl { .. } | GithubError::BodyTooLarge { .. })
+    }
+
+    /// The moment before which no request should be sent, for rate-limit cases.
+    pub fn wait_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            GithubError::BudgetDenied(d) => Some(d.until()),
+            GithubError::PrimaryRateLimit { reset, .. } => Some(*reset),
+            GithubError::SecondaryRateLimit { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    /// A stable code for log fields and summaries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GithubError::BudgetDenied(_) => "budget_denied",
+            GithubError::PrimaryRateLimit { .. } => "primary_rate_limit",
+            GithubError::SecondaryRateLimit { .. } => "secondary_rate_limit",
+            GithubError::Server { .. } => "github_5xx",
+            GithubError::Transport { .. } => "transport",
+            GithubError::Client { .. } => "github_4xx",
+            GithubError::BodyTooLarge { .. } => "body_too_large",
+            GithubError::ForeignUrl { .. } => "foreign_url",
+            GithubError::Budget(_) => "budget_store",
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, GithubError::Server { .. } | GithubError::Transport { .. })
+    }
+}
+
+pub struct GithubClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<HeaderValue>,
+    budget: Arc<dyn Budget>,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+    max_body: usize,
+    sent: AtomicU64,
+}
+
+impl GithubClient {
+    pub fn new(cfg: GithubConfig, budget: Arc<dyn Budget>, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+        default_headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ghevents/", env!("CARGO_PKG_VERSION")))
+            .default_headers(default_headers)
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .timeout(cfg.read_timeout * 2)
+            .build()?;
+        let auth = cfg.token.as_ref().and_then(|t| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose_secret())).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        Ok(Self {
+            http,
+            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            auth,
+            budget,
+            clock,
+            retry: cfg.retry,
+            max_body: cfg.max_body_bytes,
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Requests sent so far by this client (retries included).
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// GETs `target` (a path such as `/events?per_page=100`, or an absolute URL under the base
+    /// URL taken from a `Link` header), conditionally when `etag` is given.
+    pub async fn get(&self, target: &str, etag: Option<&str>, purpose: Purpose) -> Result<Fetched, GithubError> {
+        let url = if target.starts_with("http://") || target.starts_with("https://") {
+            if !target.starts_with(&format!("{}/", self.base)) {
+                return Err(GithubError::ForeignUrl { url: target.to_owned(), base: self.base.clone() });
+            }
+            target.to_owned()
+        } else {
+            format!("{}{}", self.base, target)
+        };
+        let attempts = AtomicUsize::new(0);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_retries)
+            .with_jitter();
+        (|| async {
+            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            self.attempt(&url, etag, purpose, n).await
+        })
+        .retry(backoff)
+        .when(GithubError::is_transient)
+        .notify(|e, wait| warn!(error_code = e.code(), error = %e, retry_in_ms = wait.as_millis() as u64, "GitHub request failed; retrying"))
+        .await
+    }
+
+    async fn attempt(&self, url: &str, etag: Option<&str>, purpose: Purpose, attempt: usize) -> Result<Fetched, GithubError> {
+        let path = path_of(url);
+        if let Err(denied) = self.budget.acquire(purpose, self.clock.now()).await? {
+            return Err(GithubError::BudgetDenied(denied));
+        }
+        let mut req = self.http.get(url);
+        if let Some(auth) = &self.auth {
+            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(tag) = etag {
+            req = req.header(http::header::IF_NONE_MATCH, tag);
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        debug!(path = %path, conditional = etag.is_some(), ?purpose, attempt, "GitHub request");
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(source) => {
+                self.budget.observe(Observation::NoHeaders, self.clock.now()).await?;
+                return Err(GithubError::Transport { path, attempts: attempt, source });
+            }
+        };
+        let status = resp.status();
+        let h = resp.headers().clone();
+        let now = self.clock.now();
+        let rate = RateInfo::from_headers(&h);
+        let body = match read_capped(resp, self.max_body).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                self.observe_ordinary(rate.clone(), now).await?;
+                return Err(GithubError::BodyTooLarge { path, limit: self.max_body });
+            }
+            Err(ReadError::Http(source)) => {
+                self.observe_ordinary(rate.clone(), now).await?;
+                return Err(GithubError::Transport { path, attempts: attempt, source });
+            }
+        };
+        if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
+            let message = message_of(&body);
+            let wait = headers::retry_after(&h, now);
+            if let Some(r) = rate.as_ref().filter(|r| r.remaining == 0 && wait.is_none()) {
+                let reset = r.reset;
+                self.budget.observe(Observation::PrimaryExhausted(r.clone()), now).await?;
+                warn!(status = status.as_u16(), resume_at = %reset, error_code = "primary_rate_limit", "GitHub rate limit reached");
+                return Err(GithubError::PrimaryRateLimit { status: status.as_u16(), reset });
+            }
+            if wait.is_some() || message.to_ascii_lowercase().contains("secondary rate limit") {
+                let blocked = self.budget.observe(Observation::Secondary { rate: rate.clone(), wait }, now).await?;
+                let until = blocked.unwrap_or_else(|| now + chrono::Duration::seconds(60));
+                warn!(status = status.as_u16(), resume_at = %until, error_code = "secondary_rate_limit", "GitHub secondary rate limit");
+                return Err(GithubError::SecondaryRateLimit { status: status.as_u16(), until, message });
+            }
+        }
+        self.observe_ordinary(rate.clone(), now).await?;
+        let poll_interval = headers::poll_interval(&h);
+        match status.as_u16() {
+            200..=299 => Ok(Fetched::Ok {
+                body,
+                etag: headers::etag(&h),
+                next: headers::link_next(&h),
+                poll_interval,
+                rate,
+            }),
+            304 => Ok(Fetched::NotModified { poll_interval, rate }),
+            404 | 410 => Ok(Fetched::Gone { status: status.as_u16() }),
+            s @ 500..=599 => Err(GithubError::Server { status: s, path, attempts: attempt, message: message_of(&body) }),
+            s => Err(GithubError::Client { status: s, path, message: message_of(&body) }),
+        }
+    }
+
+    async fn observe_ordinary(&self, rate: Option<RateInfo>, now: DateTime<Utc>) -> Result<(), GithubError> {
+        let obs = match rate {
+            Some(r) => Observation::Headers(r),
+            None => Observation::NoHeaders,
+        };
+        self.budget.observe(obs, now).await?;
+        Ok(())
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n as usize > cap) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Http)?;
+        if buf.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// GitHub's `message` field, or the start of the body.
+fn message_of(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        message: String,
+    }
+    match serde_json::from_slice::<Msg>(body) {
+        Ok(m) => m.message,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+fn path_of(url: &str) -> String {
+    match url.find("://").and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j)) {
+        Some(start) => url[start..].to_owned(),
+        None => url.to_owned(),
+    }
+}

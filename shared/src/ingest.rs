@@ -1,0 +1,397 @@
+//! One poll cycle of the public events feed: fetch → store raw → parse PushEvents → store
+//! push_events, one transaction per page, and a summary of what it did.
+//!
+//! Rules it keeps:
+//! - `/events` is never polled before `next_poll_at` (GitHub's `X-Poll-Interval`, stretched
+//!   when needed so the remaining budget lasts until the window resets);
+//! - page 1 is conditional on the stored ETag; a 304 ends the cycle;
+//! - pages follow `Link: rel="next"` up to the feed's cap, and stop at the first page holding
+//!   an event already stored, unless the previous cycle did not complete (then a stored event
+//!   proves nothing about the pages after it);
+//! - the ETag is kept only when the whole cycle completed;
+//! - one cycle per feed at a time across processes (advisory lock).
+
+use crate::budget::Purpose;
+use crate::clock::Clock;
+use crate::event::{parse_event, Parsed};
+use crate::github::{Fetched, GithubClient, GithubError};
+use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
+use crate::store::{self, CycleLock, EventInsert, PgBudget, PollState, Source, StoreError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+pub const EVENTS_FEED: &str = "events";
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub per_page: u32,
+    /// GitHub shows at most 300 events: 3 pages of 100.
+    pub max_pages: u32,
+    /// Used until GitHub has sent an `X-Poll-Interval`.
+    pub default_poll_interval: Duration,
+    /// Spread the remaining budget until the window resets (never polls sooner than
+    /// `X-Poll-Interval` either way).
+    pub pace_to_budget: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self { per_page: 100, max_pages: 3, default_poll_interval: Duration::from_secs(60), pace_to_budget: true }
+    }
+}
+
+/// How a cycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Pages fetched and stored.
+    Completed,
+    /// 304 on page 1: nothing new.
+    NotModified,
+    /// `next_poll_at` not reached: no request sent.
+    NotDue,
+    /// Another process is polling this feed right now.
+    Busy,
+    /// The budget (or GitHub) said wait: the cycle ended cleanly before or after some pages.
+    RateLimited,
+    /// A page could not be fetched or stored; pages before it are kept.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleSummary {
+    pub outcome: Outcome,
+    pub requests: u64,
+    pub not_modified: u64,
+    pub pages: u32,
+    pub events_fetched: u64,
+    pub new_events: u64,
+    pub duplicates: u64,
+    pub new_push_events: u64,
+    pub parse_failures: u64,
+    /// Items of a page without a usable id (nothing to store them under).
+    pub rejected: u64,
+    pub rate_limit: Option<i32>,
+    pub rate_remaining: Option<i32>,
+    pub rate_reset: Option<DateTime<Utc>>,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    /// For `RateLimited` and `NotDue`: when a request may go out again.
+    pub resume_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    /// Push ids stored by this cycle, handed to the queue when there is one.
+    #[serde(skip)]
+    pub new_push_ids: Vec<i64>,
+}
+
+impl CycleSummary {
+    fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            requests: 0,
+            not_modified: 0,
+            pages: 0,
+            events_fetched: 0,
+            new_events: 0,
+            duplicates: 0,
+            new_push_events: 0,
+            parse_failures: 0,
+            rejected: 0,
+            rate_limit: None,
+            rate_remaining: None,
+            rate_reset: None,
+            next_poll_at: None,
+            resume_at: None,
+            error: None,
+            error_code: None,
+            new_push_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    #[error("page {page} of {feed} is not a JSON array of events ({reason}); nothing from it was stored")]
+    MalformedPage { feed: String, page: u32, reason: String },
+    #[error(transparent)]
+    Raw(#[from] RawStoreError),
+}
+
+impl IngestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Store(_) => "store",
+            IngestError::Github(e) => e.code(),
+            IngestError::MalformedPage { .. } => "malformed_page",
+            IngestError::Raw(_) => "raw_store",
+        }
+    }
+}
+
+pub struct Ingestor {
+    pub pool: Pool,
+    pub github: Arc<GithubClient>,
+    pub budget: Arc<PgBudget>,
+    pub clock: Arc<dyn Clock>,
+    pub raw: Arc<dyn RawStore>,
+    pub queue: Option<Arc<dyn PushQueue>>,
+    pub options: IngestOptions,
+}
+
+impl Ingestor {
+    /// Runs one cycle. Rate limits and "not due yet" are successful outcomes; a failed page
+    /// is an error (the summary is recorded in `poll_state` either way).
+    pub async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
+        let feed = EVENTS_FEED;
+        let Some(lock) = CycleLock::try_acquire(&self.pool, feed).await? else {
+            info!(feed, "another process is polling this feed; nothing to do");
+            return Ok(CycleSummary::new(Outcome::Busy));
+        };
+        let result = self.cycle_locked(feed).await;
+        lock.release().await?;
+        result
+    }
+
+    async fn cycle_locked(&self, feed: &str) -> Result<CycleSummary, IngestError> {
+        let now = self.clock.now();
+        let state = PollState::load(&self.pool, feed).await?;
+        if let Some(due) = state.next_poll_at.filter(|d| *d > now) {
+            let mut s = CycleSummary::new(Outcome::NotDue);
+            s.resume_at = Some(due);
+            s.next_poll_at = Some(due);
+            info!(feed, resume_at = %due, "not due yet (X-Poll-Interval); no request sent");
+            return Ok(s);
+        }
+        let resume_incomplete = state.previous_cycle_incomplete();
+        if resume_incomplete {
+            warn!(feed, "previous cycle did not complete: walking every page without the ETag");
+        }
+        let requests_before = self.github.requests_sent();
+        let mut summary = CycleSummary::new(Outcome::Completed);
+        let mut poll_interval: Option<Duration> = state.poll_interval_secs.map(|s| Duration::from_secs(s.max(0) as u64));
+        let mut new_etag: Option<String> = None;
+        let mut completed = true;
+        let mut error: Option<IngestError> = None;
+        let cycle_label = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+
+        let mut target = format!("/events?per_page={}", self.options.per_page);
+        for page in 1..=self.options.max_pages {
+            let etag = if page == 1 && !resume_incomplete { state.etag.as_deref() } else { None };
+            let fetched = match self.github.get(&target, etag, Purpose::Ingest).await {
+                Ok(f) => f,
+                Err(e) if e.wait_until().is_some() => {
+                    summary.outcome = Outcome::RateLimited;
+                    summary.resume_at = e.wait_until();
+                    summary.error_code = Some(e.code().to_owned());
+                    completed = false;
+                    info!(feed, page, resume_at = ?summary.resume_at, reason = e.code(), "rate limited: cycle ends, nothing more sent");
+                    break;
+                }
+                Err(e) => {
+                    completed = false;
+                    error = Some(e.into());
+                    break;
+                }
+            };
+            match fetched {
+                Fetched::NotModified { poll_interval: pi, rate } => {
+                    summary.not_modified += 1;
+                    summary.outcome = if page == 1 { Outcome::NotModified } else { summary.outcome };
+                    poll_interval = pi.or(poll_interval);
+                    note_rate(&mut summary, rate.as_ref());
+                    break;
+                }
+                Fetched::Gone { status } => {
+                    completed = false;
+                    error = Some(IngestError::Github(GithubError::Client {
+                        status,
+                        path: target.clone(),
+                        message: "the events feed is not there".into(),
+                    }));
+                    break;
+                }
+                Fetched::Ok { body, etag: page_etag, next, poll_interval: pi, rate } => {
+                    poll_interval = pi.or(poll_interval);
+                    note_rate(&mut summary, rate.as_ref());
+                    let items: Vec<&RawValue> = match serde_json::from_slice(&body) {
+                        Ok(items) => items,
+                        Err(e) => {
+                            completed = false;
+                            error = Some(IngestError::MalformedPage { feed: feed.into(), page, reason: e.to_string() });
+                            break;
+                        }
+                    };
+                    if page == 1 {
+                        new_etag = page_etag;
+                    }
+                    summary.pages += 1;
+                    summary.events_fetched += items.len() as u64;
+                    if summary.pages == 1 {
+                        // From here until the cycle completes, a crash leaves it incomplete.
+                        PollState::mark_started(&self.pool, feed, self.clock.now()).await?;
+                    }
+                    let overlap = match self.store_page(&items, page, &cycle_label, &mut summary).await {
+                        Ok(dups) => dups > 0,
+                        Err(e) => {
+                            completed = false;
+                            error = Some(e);
+                            break;
+                        }
+                    };
+                    if items.is_empty() || (overlap && !resume_incomplete) {
+                        break;
+                    }
+                    match next {
+                        Some(n) => target = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        summary.requests = self.github.requests_sent() - requests_before;
+
+        // When to poll next: GitHub's interval, stretched to make the budget last the window.
+        let now = self.clock.now();
+        let interval = poll_interval.unwrap_or(self.options.default_poll_interval);
+        let mut next_poll = now + chrono::Duration::from_std(interval).unwrap_or_default();
+        if self.options.pace_to_budget {
+            if let Ok(b) = self.budget.snapshot(now).await {
+                let avail = b.available(Purpose::Ingest, 0, now);
+                if let Some(reset) = b.reset_at.filter(|r| *r > now) {
+                    let pages = i64::from(self.options.max_pages.max(1));
+                    let cycles_left = (i64::from(avail) / pages).max(1);
+                    let spread = (reset - now) / i32::try_from(cycles_left).unwrap_or(i32::MAX);
+                    if now + spread > next_poll && avail < i32::try_from(pages * 2).unwrap_or(6) {
+                        next_poll = now + spread;
+                    }
+                }
+            }
+        }
+        if let Some(resume) = summary.resume_at.filter(|r| *r > next_poll) {
+            next_poll = resume;
+        }
+        summary.next_poll_at = Some(next_poll);
+        if let Some(e) = &error {
+            summary.outcome = Outcome::Failed;
+            summary.error = Some(e.to_string());
+            summary.error_code = Some(e.code().to_owned());
+        }
+        let result = serde_json::to_value(&summary).unwrap_or_default();
+        let polled = summary.requests > 0;
+        PollState::record_end(
+            &self.pool,
+            feed,
+            now,
+            completed && error.is_none(),
+            new_etag.as_deref(),
+            polled,
+            poll_interval.map(|d| d.as_secs() as i32),
+            next_poll,
+            outcome_str(summary.outcome),
+            &result,
+            summary.error.as_deref(),
+        )
+        .await?;
+        info!(
+            feed,
+            outcome = outcome_str(summary.outcome),
+            requests = summary.requests,
+            not_modified = summary.not_modified,
+            pages = summary.pages,
+            events_fetched = summary.events_fetched,
+            new_events = summary.new_events,
+            duplicates = summary.duplicates,
+            new_push_events = summary.new_push_events,
+            parse_failures = summary.parse_failures,
+            rejected = summary.rejected,
+            rate_remaining = ?summary.rate_remaining,
+            rate_reset = ?summary.rate_reset,
+            next_poll_at = %next_poll,
+            "ingest cycle"
+        );
+        match error {
+            Some(e) => {
+                warn!(feed, error_code = e.code(), error = %e, "ingest cycle failed; stored pages are kept");
+                Err(e)
+            }
+            None => Ok(summary),
+        }
+    }
+
+    /// Stores one page in one transaction; returns how many of its events were already stored.
+    async fn store_page(
+        &self,
+        items: &[&RawValue],
+        page: u32,
+        cycle_label: &str,
+        summary: &mut CycleSummary,
+    ) -> Result<u64, IngestError> {
+        let now = self.clock.now();
+        let refs = self
+            .raw
+            .put_page(&Page { events: items, fetched_at: now, label: format!("{cycle_label}-p{page}") })
+            .await?;
+        let mut batch = Vec::with_capacity(items.len());
+        let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+        for (item, raw) in items.iter().zip(refs) {
+            match parse_event(item) {
+                Ok(parsed) => batch.push(EventInsert { parsed, raw }),
+                Err(e) => *rejected.entry(e.to_string()).or_default() += 1,
+            }
+        }
+        for (reason, n) in &rejected {
+            warn!(page, reason = %reason, count = n, "events without a usable id were rejected");
+            summary.rejected += n;
+        }
+        let write = store::write_events(&self.pool, &batch, Source::Api, now).await?;
+        summary.new_events += write.new_events;
+        summary.duplicates += write.duplicates;
+        summary.parse_failures += write.parse_failed_new;
+        summary.new_push_events += write.new_push_ids.len() as u64;
+        for e in batch.iter().filter(|e| matches!(e.parsed, Parsed::Failed(..))) {
+            if let Parsed::Failed(row, err) = &e.parsed {
+                warn!(event_id = row.event_id, reason = %err, error_code = "parse_failed", "stored raw with parse status failed");
+            }
+        }
+        if let Some(q) = &self.queue {
+            if !write.new_push_ids.is_empty() {
+                // Sent after the commit; if this fails the rows stay un-enqueued and the
+                // outbox sweep of a later cycle sends them.
+                if let Err(e) = q.send(&write.new_push_ids).await {
+                    warn!(error = %e, count = write.new_push_ids.len(), error_code = "enqueue_failed", "push ids left in the outbox");
+                }
+            }
+        }
+        summary.new_push_ids.extend_from_slice(&write.new_push_ids);
+        Ok(write.duplicates)
+    }
+}
+
+fn note_rate(s: &mut CycleSummary, rate: Option<&crate::github::RateInfo>) {
+    if let Some(r) = rate {
+        s.rate_limit = Some(r.limit);
+        s.rate_remaining = Some(r.remaining);
+        s.rate_reset = Some(r.reset);
+    }
+}
+
+pub fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::NotModified => "not_modified",
+        Outcome::NotDue => "not_due",
+        Outcome::Busy => "busy",
+        Outcome::RateLimited => "rate_limited",
+        Outcome::Failed => "failed",
+    }
+}

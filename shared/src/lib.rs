@@ -1,0 +1,14 @@
+//! ghevents core: the GitHub client, the PushEvent parser, the Postgres store, the shared
+//! rate budget and the ingest cycle. Pure where it can be; clocks and clients come in as
+//! parameters.
+
+pub mod app;
+pub mod budget;
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod github;
+pub mod import;
+pub mod ingest;
+pub mod raw;
+pub mod store;

@@ -1,0 +1,158 @@
+use super::{Ctx, StoreError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Pool};
+
+/// Where polling of a feed stands.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PollState {
+    pub feed: String,
+    pub etag: Option<String>,
+    pub etag_updated_at: Option<DateTime<Utc>>,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    pub poll_interval_secs: Option<i32>,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub cycle_started_at: Option<DateTime<Utc>>,
+    pub cycle_completed_at: Option<DateTime<Utc>>,
+    pub last_result: Option<String>,
+    pub last_summary: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+}
+
+impl PollState {
+    /// A cycle started and never finished (the process died, or a page failed): the next
+    /// one must not trust the ETag nor stop at the first overlap.
+    pub fn previous_cycle_incomplete(&self) -> bool {
+        match (self.cycle_started_at, self.cycle_completed_at) {
+            (Some(_), None) => true,
+            (Some(s), Some(c)) => s > c,
+            _ => false,
+        }
+    }
+
+    pub async fn load(pool: &Pool, feed: &str) -> Result<Self, StoreError> {
+        let client = pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT etag, etag_updated_at, last_polled_at, poll_interval_secs, next_poll_at,
+                        cycle_started_at, cycle_completed_at, last_result, last_summary, last_error
+                 FROM poll_state WHERE feed = $1",
+                &[&feed],
+            )
+            .await
+            .ctx("load poll_state")?;
+        Ok(match row {
+            None => PollState { feed: feed.to_owned(), ..Default::default() },
+            Some(r) => PollState {
+                feed: feed.to_owned(),
+                etag: r.get(0),
+                etag_updated_at: r.get(1),
+                last_polled_at: r.get(2),
+                poll_interval_secs: r.get(3),
+                next_poll_at: r.get(4),
+                cycle_started_at: r.get(5),
+                cycle_completed_at: r.get(6),
+                last_result: r.get(7),
+                last_summary: r.get(8),
+                last_error: r.get(9),
+            },
+        })
+    }
+
+    pub async fn mark_started(pool: &Pool, feed: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let client = pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO poll_state (feed, cycle_started_at) VALUES ($1, $2)
+                 ON CONFLICT (feed) DO UPDATE SET cycle_started_at = EXCLUDED.cycle_started_at",
+                &[&feed, &now],
+            )
+            .await
+            .ctx("mark cycle started")?;
+        Ok(())
+    }
+
+    /// Records the end of a cycle. `completed` = every page it needed was stored: only then
+    /// is the new ETag kept and the cycle marked complete.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_end(
+        pool: &Pool,
+        feed: &str,
+        now: DateTime<Utc>,
+        completed: bool,
+        new_etag: Option<&str>,
+        polled: bool,
+        poll_interval_secs: Option<i32>,
+        next_poll_at: DateTime<Utc>,
+        result: &str,
+        summary: &serde_json::Value,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let client = pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO poll_state (feed) VALUES ($1) ON CONFLICT (feed) DO NOTHING",
+                &[&feed],
+            )
+            .await
+            .ctx("poll_state row")?;
+        client
+            .execute(
+                "UPDATE poll_state SET
+                    etag = CASE WHEN $2 AND $3::text IS NOT NULL THEN $3 ELSE etag END,
+                    etag_updated_at = CASE WHEN $2 AND $3::text IS NOT NULL THEN $4 ELSE etag_updated_at END,
+                    cycle_completed_at = CASE WHEN $2 THEN $4 ELSE cycle_completed_at END,
+                    last_polled_at = CASE WHEN $5 THEN $4 ELSE last_polled_at END,
+                    poll_interval_secs = COALESCE($6, poll_interval_secs),
+                    next_poll_at = $7,
+                    last_result = $8,
+                    last_summary = $9,
+                    last_error = $10
+                 WHERE feed = $1",
+                &[&feed, &completed, &new_etag, &now, &polled, &poll_interval_secs, &next_poll_at, &result, summary, &error],
+            )
+            .await
+            .ctx("record cycle end")?;
+        Ok(())
+    }
+}
+
+/// Only one poll cycle per feed at a time, across processes: a session-level advisory lock
+/// held on its own connection. If the holder dies, Postgres releases it with the connection.
+pub struct CycleLock {
+    conn: Option<Object>,
+    key: i64,
+}
+
+impl CycleLock {
+    pub async fn try_acquire(pool: &Pool, feed: &str) -> Result<Option<Self>, StoreError> {
+        let conn = pool.get().await?;
+        let key: i64 = conn
+            .query_one("SELECT hashtextextended('ghevents:poll:' || $1, 0)", &[&feed])
+            .await
+            .ctx("lock key")?
+            .get(0);
+        let got: bool = conn
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .ctx("try advisory lock")?
+            .get(0);
+        Ok(got.then_some(Self { conn: Some(conn), key }))
+    }
+
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        if let Some(conn) = self.conn.take() {
+            conn.execute("SELECT pg_advisory_unlock($1)", &[&self.key]).await.ctx("advisory unlock")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CycleLock {
+    fn drop(&mut self) {
+        // Not released explicitly (an error or a panic unwound past it): close the connection
+        // instead of returning it to the pool, which releases the lock.
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
