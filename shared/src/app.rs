@@ -53,8 +53,14 @@ impl App {
         Ok(Self { config, pool, budget, github, clock })
     }
 
-    pub fn ingestor(&self, raw: Option<Arc<dyn RawStore>>, queue: Option<Arc<dyn PushQueue>>) -> Ingestor {
+    pub fn ingestor(
+        &self,
+        raw: Option<Arc<dyn RawStore>>,
+        queue: Option<Arc<dyn PushQueue>>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Ingestor {
         Ingestor {
+            stop,
             pool: self.pool.clone(),
             github: self.github.clone(),
             budget: self.budget.clone(),

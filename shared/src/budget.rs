@@ -172,9 +172,13 @@ impl State {
         if !newer {
             return;
         }
+        // Units taken here that GitHub has not counted yet: more taken than GitHub's `used`,
+        // and still in flight (a 304 GitHub did not charge is neither).
+        let same_window = self.reset_at == Some(r.reset) || self.reset_at.is_none();
+        let unseen = if same_window { (self.used - used).clamp(0, self.in_flight) } else { self.in_flight };
         self.limit = r.limit;
-        self.remaining = (r.remaining - self.in_flight).max(0);
-        self.used = used;
+        self.remaining = (r.remaining - unseen).max(0);
+        self.used = used + unseen;
         self.github_used = Some(used);
         self.reset_at = Some(r.reset);
     }

@@ -163,15 +163,20 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(ParseError::WrongType { field: "type", expected: "a string" }),
     };
-    let actor = object(v.actor, "actor")?;
-    row.actor_id = Some(int_field(&actor, "id", "actor.id")?);
-    row.actor_login = Some(str_field(&actor, "login", "actor.login")?);
-    let repo = object(v.repo, "repo")?;
-    row.repo_id = Some(int_field(&repo, "id", "repo.id")?);
-    row.repo_name = Some(str_field(&repo, "name", "repo.name")?);
-    if let Some(org) = v.org {
-        let org = object(Some(org), "org")?;
-        row.org_id = Some(int_field(&org, "id", "org.id")?);
+    // A PushEvent must say who pushed where; other types (GistEvent, FollowEvent, …) may
+    // lack a repo or an actor id and keep what they have. A field of the wrong type is an
+    // error for every event.
+    let strict = event_type == "PushEvent";
+    if let Some(actor) = present_object(v.actor, "actor", strict)? {
+        row.actor_id = int_field(&actor, "id", "actor.id", strict)?;
+        row.actor_login = str_field(&actor, "login", "actor.login", strict)?;
+    }
+    if let Some(repo) = present_object(v.repo, "repo", strict)? {
+        row.repo_id = int_field(&repo, "id", "repo.id", strict)?;
+        row.repo_name = str_field(&repo, "name", "repo.name", strict)?;
+    }
+    if let Some(org) = present_object(v.org, "org", false)? {
+        row.org_id = int_field(&org, "id", "org.id", false)?;
     }
     let created_at = match v.created_at {
         None => return Err(ParseError::MissingField("created_at")),
@@ -184,8 +189,8 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
     if event_type != "PushEvent" {
         return Ok(None);
     }
-    let payload = object(v.payload, "payload")?;
-    let push_id = int_field(&payload, "push_id", "payload.push_id")?;
+    let payload = present_object(v.payload, "payload", true)?.unwrap_or_default();
+    let push_id = int_field(&payload, "push_id", "payload.push_id", true)?.unwrap_or_default();
     let opt_str = |k: &'static str, name: &'static str| -> Result<Option<String>, ParseError> {
         match payload.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -225,28 +230,52 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
     }))
 }
 
-fn object(raw: Option<&RawValue>, field: &'static str) -> Result<serde_json::Map<String, Value>, ParseError> {
-    let raw = raw.ok_or(ParseError::MissingField(field))?;
-    match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(Value::Null) => Err(ParseError::MissingField(field)),
+/// The object at `field`: `None` when absent or null (an error if `required`), an error when
+/// it is something other than an object.
+fn present_object(
+    raw: Option<&RawValue>,
+    field: &'static str,
+    required: bool,
+) -> Result<Option<serde_json::Map<String, Value>>, ParseError> {
+    let parsed = match raw {
+        None => Value::Null,
+        Some(raw) => serde_json::from_str::<Value>(raw.get())
+            .map_err(|_| ParseError::WrongType { field, expected: "an object" })?,
+    };
+    match parsed {
+        Value::Object(m) => Ok(Some(m)),
+        Value::Null if required => Err(ParseError::MissingField(field)),
+        Value::Null => Ok(None),
         _ => Err(ParseError::WrongType { field, expected: "an object" }),
     }
 }
 
-fn int_field(m: &serde_json::Map<String, Value>, key: &str, name: &'static str) -> Result<i64, ParseError> {
+fn int_field(
+    m: &serde_json::Map<String, Value>,
+    key: &str,
+    name: &'static str,
+    required: bool,
+) -> Result<Option<i64>, ParseError> {
+    let wrong = ParseError::WrongType { field: name, expected: "an integer" };
     match m.get(key) {
-        None | Some(Value::Null) => Err(ParseError::MissingField(name)),
-        Some(Value::Number(n)) => n.as_i64().ok_or(ParseError::WrongType { field: name, expected: "an integer" }),
-        Some(Value::String(s)) => s.parse().map_err(|_| ParseError::WrongType { field: name, expected: "an integer" }),
-        Some(_) => Err(ParseError::WrongType { field: name, expected: "an integer" }),
+        None | Some(Value::Null) if required => Err(ParseError::MissingField(name)),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(wrong),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| wrong),
+        Some(_) => Err(wrong),
     }
 }
 
-fn str_field(m: &serde_json::Map<String, Value>, key: &str, name: &'static str) -> Result<String, ParseError> {
+fn str_field(
+    m: &serde_json::Map<String, Value>,
+    key: &str,
+    name: &'static str,
+    required: bool,
+) -> Result<Option<String>, ParseError> {
     match m.get(key) {
-        None | Some(Value::Null) => Err(ParseError::MissingField(name)),
-        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) if required => Err(ParseError::MissingField(name)),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(ParseError::WrongType { field: name, expected: "a string" }),
     }
 }
@@ -257,5 +286,119 @@ fn id_of(raw: &RawValue) -> Option<i64> {
         Value::String(s) => s.parse().ok(),
         Value::Number(n) => n.as_i64(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRIMMED: &str = r#"{"id":"12660541189","type":"PushEvent","actor":{"id":280740748,"login":"francods9-tech","display_login":"francods9-tech"},"repo":{"id":1251357380,"name":"francods9-tech/customers"},"payload":{"repository_id":1251357380,"push_id":34950197608,"ref":"refs/heads/main","head":"961e9b9be3607af7772e80181227fef92cf67076","before":"8475abe0ec483ea5c0697e2ab9a3dd595fa3f3df"},"public":true,"created_at":"2026-06-01T15:00:00Z","org":{"id":1005263,"login":"dotCMS"}}"#;
+    const FULL_2015: &str = r#"{"id":"2489368070","type":"PushEvent","actor":{"id":9152315,"login":"davidjhulse"},"repo":{"id":28635890,"name":"davidjhulse/davesbingrewardsbot"},"payload":{"push_id":536740396,"size":1,"distinct_size":1,"ref":"refs/heads/master","head":"a9b22a6d","before":"86ffa724","commits":[{"sha":"a9b22a6d"}]},"public":true,"created_at":"2015-01-01T00:00:00Z"}"#;
+    const NO_BEFORE_2012: &str = r#"{"created_at":"2012-04-01T00:00:01Z","payload":{"commits":[{"sha":"66d8"},{"sha":"77e9"}],"push_id":70418413,"ref":"refs/heads/master","head":"66d8","size":2},"repo":{"id":3622324,"name":"creamsoup/TourMeCreahmy"},"type":"PushEvent","public":true,"actor":{"id":1428028,"login":"hmy"},"id":"1536460832"}"#;
+
+    fn push(text: &str) -> PushRow {
+        match parse_event_str(text).unwrap() {
+            Parsed::Push(_, p) => p,
+            other => panic!("expected a push event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trimmed_2025_payload_leaves_counts_null() {
+        let p = push(TRIMMED);
+        assert_eq!(p.push_id, 34950197608);
+        assert_eq!(p.event_id, 12660541189);
+        assert_eq!((p.repo_id, p.repo_name.as_str()), (1251357380, "francods9-tech/customers"));
+        assert_eq!((p.actor_id, p.actor_login.as_str()), (280740748, "francods9-tech"));
+        assert_eq!(p.git_ref.as_deref(), Some("refs/heads/main"));
+        assert_eq!(p.before.as_deref(), Some("8475abe0ec483ea5c0697e2ab9a3dd595fa3f3df"));
+        assert_eq!((p.size, p.distinct_size, p.commit_count), (None, None, None));
+        let Parsed::Push(e, _) = parse_event_str(TRIMMED).unwrap() else { unreachable!() };
+        assert_eq!(e.org_id, Some(1005263));
+        assert_eq!(e.public, Some(true));
+    }
+
+    #[test]
+    fn full_2015_payload_keeps_counts() {
+        let p = push(FULL_2015);
+        assert_eq!((p.size, p.distinct_size, p.commit_count), (Some(1), Some(1), Some(1)));
+        assert_eq!(p.created_at.to_rfc3339(), "2015-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn payload_of_2012_has_no_before_nor_distinct_size() {
+        let p = push(NO_BEFORE_2012);
+        assert_eq!(p.before, None);
+        assert_eq!((p.size, p.distinct_size, p.commit_count), (Some(2), None, Some(2)));
+    }
+
+    #[test]
+    fn an_event_without_id_cannot_be_stored() {
+        let old_timeline = r#"{"actor":"hayajo","type":"PushEvent","created_at":"2012-10-13T00:00:17-07:00","repository":{"id":5960315},"payload":{"shas":[]}}"#;
+        assert_eq!(parse_event_str(old_timeline), Err(ParseError::MissingField("id")));
+        assert_eq!(parse_event_str("[1,2]"), Err(ParseError::NotAnObject));
+        assert!(matches!(parse_event_str("{\"id\":"), Err(ParseError::InvalidJson(_))));
+        assert_eq!(
+            parse_event_str(r#"{"id":"abc","type":"PushEvent"}"#),
+            Err(ParseError::WrongType { field: "id", expected: "an integer id" })
+        );
+    }
+
+    #[test]
+    fn a_push_event_with_an_id_but_no_push_id_is_stored_as_failed() {
+        let text = FULL_2015.replace("\"push_id\":536740396,", "");
+        match parse_event_str(&text).unwrap() {
+            Parsed::Failed(e, err) => {
+                assert_eq!(e.event_id, 2489368070);
+                assert_eq!(err, ParseError::MissingField("payload.push_id"));
+                assert_eq!(err.to_string(), "missing field `payload.push_id`");
+            }
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_actor_that_is_not_an_object_fails_whatever_the_type() {
+        for t in ["PushEvent", "WatchEvent"] {
+            let text = format!(r#"{{"id":"1","type":"{t}","actor":"hayajo","repo":{{"id":1,"name":"a/b"}},"created_at":"2015-01-01T00:00:00Z"}}"#);
+            match parse_event_str(&text).unwrap() {
+                Parsed::Failed(_, err) => assert_eq!(err, ParseError::WrongType { field: "actor", expected: "an object" }),
+                other => panic!("expected failure, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn retired_types_without_repo_are_kept_as_other_events() {
+        let gist = r#"{"id":"1536460900","type":"GistEvent","actor":{"url":"https://api.github.dev/users/"},"repo":{"url":"https://api.github.dev/repos//","name":"/"},"payload":{},"public":true,"created_at":"2012-04-01T00:00:05Z"}"#;
+        match parse_event_str(gist).unwrap() {
+            Parsed::Other(e) => {
+                assert_eq!(e.event_type.as_deref(), Some("GistEvent"));
+                assert_eq!((e.actor_id, e.repo_id), (None, None));
+                assert_eq!(e.repo_name.as_deref(), Some("/"));
+            }
+            other => panic!("expected other, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numeric_ids_and_offset_timestamps_are_accepted() {
+        let text = FULL_2015.replace("\"id\":\"2489368070\"", "\"id\":2489368070").replace("2015-01-01T00:00:00Z", "2014-12-31T17:00:00-07:00");
+        let p = push(&text);
+        assert_eq!(p.event_id, 2489368070);
+        assert_eq!(p.created_at.to_rfc3339(), "2015-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn reads_every_line_of_the_2026_sample() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/gharchive/2026-06-01-15-sample7.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            panic!("sample data missing at {}", path.display());
+        };
+        let parsed: Vec<Parsed> = text.split('\n').filter(|l| !l.is_empty()).map(|l| parse_event_str(l).unwrap()).collect();
+        assert_eq!(parsed.len(), 7);
+        assert_eq!(parsed.iter().filter(|p| matches!(p, Parsed::Push(..))).count(), 3);
+        assert!(parsed.iter().all(|p| !matches!(p, Parsed::Failed(..))));
     }
 }

@@ -139,6 +139,8 @@ impl IngestError {
 }
 
 pub struct Ingestor {
+    /// Set to stop after the page in hand (Ctrl-C, Lambda shutdown).
+    pub stop: tokio::sync::watch::Receiver<bool>,
     pub pool: Pool,
     pub github: Arc<GithubClient>,
     pub budget: Arc<PgBudget>,
@@ -186,6 +188,11 @@ impl Ingestor {
 
         let mut target = format!("/events?per_page={}", self.options.per_page);
         for page in 1..=self.options.max_pages {
+            if page > 1 && *self.stop.borrow() {
+                info!(feed, page, "stop requested: ending the cycle after the page in hand");
+                completed = false;
+                break;
+            }
             let etag = if page == 1 && !resume_incomplete { state.etag.as_deref() } else { None };
             let fetched = match self.github.get(&target, etag, Purpose::Ingest).await {
                 Ok(f) => f,
@@ -325,6 +332,32 @@ impl Ingestor {
                 Err(e)
             }
             None => Ok(summary),
+        }
+    }
+
+    /// Polls until `stop` is set: one cycle, then a wait until the next poll is due (GitHub's
+    /// `X-Poll-Interval`, the budget's reset, or a back-off after a failure). `on_cycle` sees
+    /// every cycle's result.
+    pub async fn run_loop(&self, mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>)) -> Result<(), StoreError> {
+        let mut stop = self.stop.clone();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let result = self.run_cycle().await;
+            on_cycle(&result);
+            let now = self.clock.now();
+            let wake = match &result {
+                Ok(s) => s.next_poll_at.or(s.resume_at),
+                Err(_) => PollState::load(&self.pool, EVENTS_FEED).await?.next_poll_at,
+            }
+            .unwrap_or(now + chrono::Duration::from_std(self.options.default_poll_interval).unwrap_or_default());
+            // At least a second between cycles, whatever the state says.
+            let wait = (wake - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.clock.sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
         }
     }
 

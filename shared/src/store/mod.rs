@@ -3,6 +3,7 @@
 mod budget;
 mod events;
 mod poll;
+pub mod status;
 
 pub use budget::PgBudget;
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};

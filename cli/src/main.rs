@@ -1,0 +1,270 @@
+//! `ghevents`: the operator and local binary. It wires configuration, logging and the
+//! shared core; all behaviour lives in the `ghevents` library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ghevents::app::App;
+use ghevents::budget::Purpose;
+use ghevents::clock::{Clock, TokioClock};
+use ghevents::config::{Config, LogFormat};
+use ghevents::import::{import_file, ImportSummary, Progress};
+use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
+use ghevents::store;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ghevents", version, about = "Ingest GitHub's public events into Postgres")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations (idempotent).
+    Migrate,
+    /// Poll GitHub's public events feed.
+    Ingest {
+        /// One poll cycle, then exit (0 on success, a 304 included).
+        #[arg(long)]
+        once: bool,
+    },
+    /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget.
+    /// Ctrl-C finishes the page in hand and exits.
+    Run,
+    /// Import GH Archive files (.json.gz or NDJSON), streamed.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 2000)]
+        batch_size: usize,
+    },
+    /// Rate budget, last poll, ETag age and rows per status.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ghevents: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match run(cli, config).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ghevents: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    if let Command::Migrate = cli.command {
+        let pool = store::pool(config.require_database_url()?, 2)?;
+        let applied = store::migrate(&pool).await.context("applying migrations")?;
+        println!("migrations applied: {applied}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let app = App::start(config, clock.clone(), 8).await.context("starting")?;
+    match cli.command {
+        Command::Migrate => unreachable!("handled above"),
+        Command::Ingest { once: true } => {
+            let (_tx, stop) = tokio::sync::watch::channel(false);
+            let ingestor = app.ingestor(None, None, stop);
+            match ingestor.run_cycle().await {
+                Ok(s) => {
+                    println!("{}", cycle_line(&s));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("ghevents: ingest failed ({}): {e}", e.code());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Ingest { once: false } | Command::Run => run_loop(&app).await,
+        Command::Import { files, batch_size } => import(&app, &files, batch_size.max(1)).await,
+        Command::Status { json } => status(&app, json).await,
+    }
+}
+
+fn cycle_line(s: &CycleSummary) -> String {
+    format!(
+        "{}: requests={} not_modified={} pages={} fetched={} new={} duplicates={} new_push_events={} parse_failures={} rejected={} rate_remaining={} reset={} next_poll_at={}",
+        outcome_str(s.outcome),
+        s.requests,
+        s.not_modified,
+        s.pages,
+        s.events_fetched,
+        s.new_events,
+        s.duplicates,
+        s.new_push_events,
+        s.parse_failures,
+        s.rejected,
+        s.rate_remaining.map_or("?".into(), |r| r.to_string()),
+        s.rate_reset.map_or("?".into(), |r| r.to_rfc3339()),
+        s.next_poll_at.map_or("?".into(), |r| r.to_rfc3339()),
+    )
+}
+
+async fn run_loop(app: &App) -> Result<ExitCode> {
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("ghevents: stopping after the page in hand (Ctrl-C again to abort)");
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let ingestor = app.ingestor(None, None, stop);
+    ingestor
+        .run_loop(|r: &Result<CycleSummary, IngestError>| match r {
+            Ok(s) => println!("{}", cycle_line(s)),
+            Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(app: &App, files: &[PathBuf], batch_size: usize) -> Result<ExitCode> {
+    let mut any_rejected = false;
+    for path in files {
+        let total = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+        let progress = Arc::new(Progress::default());
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(path.display().to_string());
+            bar
+        });
+        let ticker = bar.clone().map(|bar| {
+            let p = progress.clone();
+            tokio::spawn(async move {
+                loop {
+                    bar.set_position(p.bytes_read.load(Ordering::Relaxed));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        let result = import_file(&app.pool, path, batch_size, progress, app.clock.now()).await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let summary = result.with_context(|| format!("importing {}", path.display()))?;
+        print_import(&summary);
+        any_rejected |= summary.rejected_total() > 0;
+    }
+    Ok(if any_rejected { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_import(s: &ImportSummary) {
+    println!(
+        "{}: lines={} stored={} duplicates={} push_events={} parse_failed={} rejected={}",
+        s.file,
+        s.lines,
+        s.stored,
+        s.duplicates,
+        s.push_events,
+        s.parse_failed,
+        s.rejected_total()
+    );
+    for (code, r) in &s.rejected {
+        let lines: Vec<String> = r.first_lines.iter().map(u64::to_string).collect();
+        println!("  rejected {code}: {} ({}), first lines: {}", r.count, r.message, lines.join(", "));
+    }
+}
+
+async fn status(app: &App, json: bool) -> Result<ExitCode> {
+    let now = app.clock.now();
+    let budget = app.budget.snapshot(now).await?;
+    let reserve = app.budget.reserve_per_60();
+    let polls = store::status::poll_states(&app.pool).await?;
+    let counts = store::status::counts(&app.pool).await?;
+    if json {
+        let v = serde_json::json!({
+            "now": now,
+            "identity": app.budget.identity(),
+            "budget": budget,
+            "budget_split": {
+                "ingest_available": budget.available(Purpose::Ingest, reserve, now),
+                "enrich_available": budget.available(Purpose::Enrich, reserve, now),
+                "ingest_reserve": ghevents::budget::enrich_floor(reserve, budget.limit),
+            },
+            "polls": polls,
+            "counts": counts,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = |d: Option<chrono::DateTime<chrono::Utc>>| d.map_or("never".to_owned(), |d| d.to_rfc3339());
+    println!("rate budget ({}): {}/{} remaining, used {}, resets {}", app.budget.identity(), budget.remaining, budget.limit, budget.used, t(budget.reset_at));
+    println!(
+        "  split: ingest may use {}, enrichment {} (ingest reserve {}); in flight {}; secondary-limit wait until {}",
+        budget.available(Purpose::Ingest, reserve, now),
+        budget.available(Purpose::Enrich, reserve, now),
+        ghevents::budget::enrich_floor(reserve, budget.limit),
+        budget.in_flight,
+        t(budget.retry_after_until)
+    );
+    if polls.is_empty() {
+        println!("feed: never polled");
+    }
+    for p in &polls {
+        let etag_age = p.etag_updated_at.map(|u| format!("{}s", (now - u).num_seconds()));
+        println!(
+            "feed {}: last poll {}, result {}, next poll {}, interval {}s, ETag {} (age {})",
+            p.feed,
+            t(p.last_polled_at),
+            p.last_result.as_deref().unwrap_or("-"),
+            t(p.next_poll_at),
+            p.poll_interval_secs.map_or("?".into(), |s| s.to_string()),
+            p.etag.as_deref().unwrap_or("none"),
+            etag_age.as_deref().unwrap_or("-"),
+        );
+        if let Some(e) = &p.last_error {
+            println!("  last error: {e}");
+        }
+    }
+    println!("events: {} {:?}", counts.events_total, counts.events_by_parse_status);
+    println!(
+        "push events: {} {:?}; not enqueued {}; oldest pending {}",
+        counts.push_events_total,
+        counts.push_events_by_enrichment_status,
+        counts.push_events_not_enqueued,
+        t(counts.oldest_pending_push_at)
+    );
+    Ok(ExitCode::SUCCESS)
+}
