@@ -7,6 +7,7 @@
 #   GHEVENTS_PYTHON     the Python 3.11 interpreter to build venvs with
 #                       (default: python3.11, then python3)
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 GHEVENTS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GHEVENTS_CACHE=${GHEVENTS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ghevents}
 : "${GHEVENTS_LOG_TAG:=$(basename "$0")}"

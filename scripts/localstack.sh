@@ -84,7 +84,7 @@ our_pid() {
 show_log_tail() {
   [ -f "$LOG_FILE" ] || return 0
   log "last lines of $LOG_FILE:"
-  tail -n "${1:-40}" "$LOG_FILE" >&2 || true
+  tail -n 40 "$LOG_FILE" >&2 || true
 }
 
 cmd_install() {

@@ -20,6 +20,7 @@ cd "$GHEVENTS_ROOT"
 
 started_localstack=
 started_postgres=
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [ -n "$started_localstack" ]; then scripts/localstack.sh stop || true; fi
   if [ -n "$started_postgres" ]; then scripts/postgres.sh stop || true; fi
