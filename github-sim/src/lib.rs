@@ -70,12 +70,8 @@ impl Sim {
         }
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
-        let timeline = timeline::Timeline::new(
-            events,
-            config.clock,
-            config.initial,
-            config.rate_per_sec,
-        );
+        let timeline =
+            timeline::Timeline::new(events, config.clock, config.initial, config.rate_per_sec);
         tracing::info!(
             %addr,
             loaded = report.loaded,

@@ -29,7 +29,8 @@ impl ClientKey {
         let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
             return Self::anonymous();
         };
-        let is_scheme = |s: &str| s.eq_ignore_ascii_case("bearer") || s.eq_ignore_ascii_case("token");
+        let is_scheme =
+            |s: &str| s.eq_ignore_ascii_case("bearer") || s.eq_ignore_ascii_case("token");
         let token = match value.split_once(char::is_whitespace) {
             Some((scheme, rest)) if is_scheme(scheme) => rest.trim(),
             None if is_scheme(value) => "",
@@ -76,7 +77,10 @@ pub enum Verdict {
     Exhausted,
     /// A secondary limit is in force; wait this long. `tripped`: it started
     /// with this very request (otherwise the request ignored a `Retry-After`).
-    Secondary { retry_after: Duration, tripped: bool },
+    Secondary {
+        retry_after: Duration,
+        tripped: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -127,15 +131,11 @@ impl RateLimiter {
         }
     }
 
-    fn current_window<'a>(
-        window: Duration,
-        state: &'a mut ClientState,
-        now: Instant,
-    ) -> &'a mut Window {
+    fn current_window(window: Duration, state: &mut ClientState, now: Instant) -> &mut Window {
         let expired = state
             .window
             .as_ref()
-            .map_or(true, |w| now.duration_since(w.started) >= window);
+            .is_none_or(|w| now.duration_since(w.started) >= window);
         if expired {
             state.window = None;
         }

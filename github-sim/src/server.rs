@@ -33,7 +33,8 @@ use crate::timeline::{Event, LoadReport, Timeline};
 
 const DOCS_REST: &str = "https://docs.github.com/rest";
 const DOCS_PAGINATION: &str = "https://docs.github.com/v3/#pagination";
-const DOCS_RATE: &str = "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting";
+const DOCS_RATE: &str =
+    "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting";
 const DOCS_SECONDARY: &str =
     "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
 const EXPOSE_HEADERS: &str = "ETag, Link, Location, Retry-After, X-GitHub-OTP, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Used, X-RateLimit-Resource, X-RateLimit-Reset, X-OAuth-Scopes, X-Accepted-OAuth-Scopes, X-Poll-Interval, X-GitHub-Media-Type, X-GitHub-SSO, X-GitHub-Request-Id, Deprecation, Sunset";
@@ -118,7 +119,11 @@ struct ConnInfo {
     kill: Arc<Notify>,
 }
 
-pub(crate) async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -181,7 +186,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/release", post(ctl_release))
         .route(
             "/_sim/faults",
-            get(ctl_faults_list).post(ctl_faults_add).delete(ctl_faults_clear),
+            get(ctl_faults_list)
+                .post(ctl_faults_add)
+                .delete(ctl_faults_clear),
         )
         .route("/_sim/secondary", post(ctl_secondary))
         .route("/_sim/gone", post(ctl_gone))
@@ -191,16 +198,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Lenient JSON body: empty means defaults; curl's form content type is fine.
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"message": format!("bad control body: {e}")})),
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": format!("bad control body: {e}")})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
@@ -252,7 +261,7 @@ async fn ctl_release(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
             let released = sh.release(b.count as usize);
             Json(json!({"released": released})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -286,7 +295,7 @@ async fn ctl_secondary(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
             lock(&sh.faults).trigger_secondary(b.count);
             Json(json!({"ok": true})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -303,7 +312,7 @@ async fn ctl_gone(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
             sh.mark_gone(&b.users, &b.repos);
             Json(json!({"ok": true})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -379,10 +388,25 @@ struct Answer {
 }
 
 impl Answer {
-    fn json(status: StatusCode, value: serde_json::Value) -> Self {
+    /// A flat JSON object of string fields, in GitHub's field order.
+    fn fields(status: StatusCode, fields: &[(&str, &str)]) -> Self {
+        let mut obj = String::from("{");
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                obj.push(',');
+            }
+            obj.push_str(&serde_json::Value::from(*k).to_string());
+            obj.push(':');
+            obj.push_str(&serde_json::Value::from(*v).to_string());
+        }
+        obj.push('}');
+        Self::bytes(status, Bytes::from(obj))
+    }
+
+    fn bytes(status: StatusCode, body: Bytes) -> Self {
         Answer {
             status,
-            body: Bytes::from(value.to_string()),
+            body,
             headers: Vec::new(),
             etag: None,
             served: Vec::new(),
@@ -390,9 +414,13 @@ impl Answer {
     }
 
     fn not_found() -> Self {
-        Self::json(
+        Self::fields(
             StatusCode::NOT_FOUND,
-            json!({"message": "Not Found", "documentation_url": DOCS_REST, "status": "404"}),
+            &[
+                ("message", "Not Found"),
+                ("documentation_url", DOCS_REST),
+                ("status", "404"),
+            ],
         )
     }
 }
@@ -475,13 +503,16 @@ fn events_page(sh: &Shared, query: Option<&str>, headers: &HeaderMap) -> Answer 
     let cap = sh.cfg.events_cap;
     let start = (page - 1).saturating_mul(per_page);
     if start >= cap {
-        return Answer::json(
+        return Answer::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({
-                "message": "In order to keep the API fast for everyone, pagination is limited for this resource.",
-                "documentation_url": DOCS_PAGINATION,
-                "status": "422",
-            }),
+            &[
+                (
+                    "message",
+                    "In order to keep the API fast for everyone, pagination is limited for this resource.",
+                ),
+                ("documentation_url", DOCS_PAGINATION),
+                ("status", "422"),
+            ],
         );
     }
     let (events, visible, last_change): (Vec<Event>, usize, SystemTime) = {
@@ -568,7 +599,8 @@ fn resource_answer(res: Option<crate::synth::Resource>) -> Answer {
     }
 }
 
-fn fault_status_body(code: u16) -> serde_json::Value {
+fn fault_answer(status: StatusCode) -> Answer {
+    let code = status.as_u16();
     let message = match code {
         500 | 502 => "Server Error".to_string(),
         503 => "Service Unavailable".to_string(),
@@ -579,7 +611,7 @@ fn fault_status_body(code: u16) -> serde_json::Value {
             .unwrap_or("Error")
             .to_string(),
     };
-    json!({ "message": message })
+    Answer::fields(status, &[("message", &message)])
 }
 
 fn status_or(code: u16, fallback: StatusCode) -> StatusCode {
@@ -594,7 +626,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Turn an answer into a response with GitHub's common headers.
-    fn finish(&self, answer: Answer, rate: RateSnapshot, extra: &[(HeaderName, String)]) -> Response {
+    fn finish(
+        &self,
+        answer: Answer,
+        rate: RateSnapshot,
+        extra: &[(HeaderName, String)],
+    ) -> Response {
         let mut resp = Response::new(Body::from(answer.body));
         *resp.status_mut() = answer.status;
         let h = resp.headers_mut();
@@ -616,23 +653,50 @@ impl Ctx<'_> {
         for (name, value) in answer.headers.iter().chain(extra) {
             put(name.clone(), value);
         }
-        put(HeaderName::from_static("x-github-media-type"), "github.v3; format=json");
-        put(HeaderName::from_static("x-github-api-version-selected"), "2022-11-28");
-        put(HeaderName::from_static("x-ratelimit-limit"), &rate.limit.to_string());
-        put(HeaderName::from_static("x-ratelimit-remaining"), &rate.remaining.to_string());
-        put(HeaderName::from_static("x-ratelimit-reset"), &rate.reset.to_string());
-        put(HeaderName::from_static("x-ratelimit-used"), &rate.used.to_string());
+        put(
+            HeaderName::from_static("x-github-media-type"),
+            "github.v3; format=json",
+        );
+        put(
+            HeaderName::from_static("x-github-api-version-selected"),
+            "2022-11-28",
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-limit"),
+            &rate.limit.to_string(),
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            &rate.remaining.to_string(),
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-reset"),
+            &rate.reset.to_string(),
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-used"),
+            &rate.used.to_string(),
+        );
         put(HeaderName::from_static("x-ratelimit-resource"), "core");
         put(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
         put(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
-        put(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubdomains; preload");
+        put(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubdomains; preload",
+        );
         put(header::X_FRAME_OPTIONS, "deny");
         put(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
         put(header::X_XSS_PROTECTION, "0");
-        put(header::REFERRER_POLICY, "origin-when-cross-origin, strict-origin-when-cross-origin");
+        put(
+            header::REFERRER_POLICY,
+            "origin-when-cross-origin, strict-origin-when-cross-origin",
+        );
         put(header::CONTENT_SECURITY_POLICY, "default-src 'none'");
         put(header::SERVER, "github.com");
-        put(HeaderName::from_static("x-github-request-id"), &self.request_id);
+        put(
+            HeaderName::from_static("x-github-request-id"),
+            &self.request_id,
+        );
         resp
     }
 
@@ -671,8 +735,12 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     if let Route::RateLimit = route {
         // GET /rate_limit is free, as on GitHub.
         let r = ctx.rate();
-        let core = json!({"limit": r.limit, "remaining": r.remaining, "reset": r.reset, "used": r.used, "resource": "core"});
-        let answer = Answer::json(StatusCode::OK, json!({"resources": {"core": core}, "rate": core}));
+        let core = format!(
+            r#"{{"limit":{},"remaining":{},"reset":{},"used":{},"resource":"core"}}"#,
+            r.limit, r.remaining, r.reset, r.used
+        );
+        let body = format!(r#"{{"resources":{{"core":{core}}},"rate":{core}}}"#);
+        let answer = Answer::bytes(StatusCode::OK, Bytes::from(body));
         lock(&sh.stats).arrival(&key, kind, arrived);
         ctx.record(kind, 200);
         return ctx.finish(answer, r, &[]);
@@ -686,7 +754,9 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         let mut faults = lock(&sh.faults);
         let numbered = kind == PathKind::Events && faults.events_arrival();
         let retry = sh.cfg.secondary_retry_after;
-        rate.admit(&key, || (numbered || faults.take_secondary()).then_some(retry))
+        rate.admit(&key, || {
+            (numbered || faults.take_secondary()).then_some(retry)
+        })
     };
     match verdict {
         Verdict::Allowed => {}
@@ -695,30 +765,44 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             let message = if key.is_anonymous() {
                 format!("API rate limit exceeded for {remote_ip}. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)")
             } else {
-                let user_id = u64::from_str_radix(key.as_str().trim_start_matches("token:"), 16).unwrap_or(0) % 100_000_000;
+                let user_id = u64::from_str_radix(key.as_str().trim_start_matches("token:"), 16)
+                    .unwrap_or(0)
+                    % 100_000_000;
                 format!("API rate limit exceeded for user ID {user_id}.")
             };
             let status = status_or(sh.cfg.exhausted_status, StatusCode::FORBIDDEN);
-            let answer = Answer::json(status, json!({"message": message, "documentation_url": DOCS_RATE}));
+            let answer = Answer::fields(
+                status,
+                &[("message", &message), ("documentation_url", DOCS_RATE)],
+            );
             ctx.record(kind, status.as_u16());
             tracing::debug!(client = %key, path = %path, status = status.as_u16(), "rate limit exhausted");
             return ctx.finish(answer, ctx.rate(), &[]);
         }
-        Verdict::Secondary { retry_after, tripped } => {
+        Verdict::Secondary {
+            retry_after,
+            tripped,
+        } => {
             if !tripped {
                 lock(&sh.stats).violation(&key, Violation::RetryAfter);
             }
             let status = status_or(sh.cfg.secondary_status, StatusCode::TOO_MANY_REQUESTS);
-            let answer = Answer::json(
+            let answer = Answer::fields(
                 status,
-                json!({
-                    "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-                    "documentation_url": DOCS_SECONDARY,
-                }),
+                &[
+                    (
+                        "message",
+                        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                    ),
+                    ("documentation_url", DOCS_SECONDARY),
+                ],
             );
             ctx.record(kind, status.as_u16());
             tracing::debug!(client = %key, path = %path, tripped, "secondary rate limit");
-            let extra = [(header::RETRY_AFTER, retry_after_header(retry_after).to_string())];
+            let extra = [(
+                header::RETRY_AFTER,
+                retry_after_header(retry_after).to_string(),
+            )];
             return ctx.finish(answer, ctx.rate(), &extra);
         }
     }
@@ -732,7 +816,7 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             let status = status_or(code, StatusCode::INTERNAL_SERVER_ERROR);
             ctx.record(kind, status.as_u16());
             tracing::debug!(client = %key, path = %path, status = code, "fault: status");
-            return ctx.finish(Answer::json(status, fault_status_body(code)), ctx.rate(), &[]);
+            return ctx.finish(fault_answer(status), ctx.rate(), &[]);
         }
         Some(Fault::Close) => {
             ctx.record(kind, STATUS_CLOSED);
@@ -742,7 +826,7 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
                 return std::future::pending::<Response>().await;
             }
             // Not served by our accept loop: the nearest thing is a gateway error.
-            return ctx.finish(Answer::json(StatusCode::BAD_GATEWAY, fault_status_body(502)), ctx.rate(), &[]);
+            return ctx.finish(fault_answer(StatusCode::BAD_GATEWAY), ctx.rate(), &[]);
         }
         Some(Fault::Slow { ms }) => {
             tracing::debug!(client = %key, path = %path, ms, "fault: slow");
@@ -755,12 +839,20 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Route::Events => events_page(&sh, parts.uri.query(), &parts.headers),
         Route::User(login) => {
             lock(&sh.stats).user_requested(login);
-            let res = sh.dir.read().unwrap_or_else(PoisonError::into_inner).user(login);
+            let res = sh
+                .dir
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .user(login);
             resource_answer(res)
         }
         Route::Repo(owner, name) => {
             lock(&sh.stats).repo_requested(&format!("{owner}/{name}"));
-            let res = sh.dir.read().unwrap_or_else(PoisonError::into_inner).repo(owner, name);
+            let res = sh
+                .dir
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .repo(owner, name);
             resource_answer(res)
         }
         Route::RateLimit | Route::Other => Answer::not_found(),
@@ -768,7 +860,10 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 
     // Conditional requests.
     if answer.status == StatusCode::OK {
-        let inm = parts.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let inm = parts
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
         if let Some(etag) = &answer.etag {
             if etag_matches(inm, etag) {
                 answer.status = StatusCode::NOT_MODIFIED;
@@ -820,10 +915,21 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert!(matches!(Route::parse(&Method::GET, "/events"), Route::Events));
+        assert!(matches!(
+            Route::parse(&Method::GET, "/events"),
+            Route::Events
+        ));
         assert!(matches!(Route::parse(&Method::GET, "/users/a"), Route::User(l) if l == "a"));
-        assert!(matches!(Route::parse(&Method::GET, "/repos/a/b"), Route::Repo(o, n) if o == "a" && n == "b"));
-        assert!(matches!(Route::parse(&Method::GET, "/repos/a"), Route::Other));
-        assert!(matches!(Route::parse(&Method::POST, "/events"), Route::Other));
+        assert!(
+            matches!(Route::parse(&Method::GET, "/repos/a/b"), Route::Repo(o, n) if o == "a" && n == "b")
+        );
+        assert!(matches!(
+            Route::parse(&Method::GET, "/repos/a"),
+            Route::Other
+        ));
+        assert!(matches!(
+            Route::parse(&Method::POST, "/events"),
+            Route::Other
+        ));
     }
 }

@@ -140,7 +140,11 @@ impl StatsBook {
 
     pub fn answered(&mut self, key: &ClientKey, kind: PathKind, status: u16) {
         let c = &mut self.clients.entry(key.clone()).or_default().stats;
-        *c.by_kind.entry(kind).or_default().entry(status).or_default() += 1;
+        *c.by_kind
+            .entry(kind)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
     }
 
     pub fn user_requested(&mut self, login: &str) {

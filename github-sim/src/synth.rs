@@ -159,19 +159,23 @@ impl Directory {
         }
         let r = self.repos.get(&k)?;
         let owner_login = r.full_name.split('/').next().unwrap_or(owner);
-        let owner = self.accounts.get(&key(owner_login)).cloned().unwrap_or_else(|| {
-            let kind = if owner_login.ends_with("[bot]") {
-                Kind::Bot
-            } else {
-                Kind::User
-            };
-            Account {
-                // Not seen in any event: a stable made-up id.
-                id: 1_000_000 + mix(hash_str(owner_login)) % 200_000_000,
-                login: owner_login.to_string(),
-                kind,
-            }
-        });
+        let owner = self
+            .accounts
+            .get(&key(owner_login))
+            .cloned()
+            .unwrap_or_else(|| {
+                let kind = if owner_login.ends_with("[bot]") {
+                    Kind::Bot
+                } else {
+                    Kind::User
+                };
+                Account {
+                    // Not seen in any event: a stable made-up id.
+                    id: 1_000_000 + mix(hash_str(owner_login)) % 200_000_000,
+                    login: owner_login.to_string(),
+                    kind,
+                }
+            });
         let body = repo_json(r, &owner);
         Some(resource(&body, &body.updated_at))
     }
@@ -455,7 +459,8 @@ fn user_json(a: &Account) -> FullUser {
     FullUser {
         simple: simple_user(a),
         name: (!bot && d.chance(70)).then(|| titlecase(&a.login)),
-        company: (!bot && !org && d.chance(30)).then(|| format!("@{}", d.pick(&["acme", "initech", "globex", "umbrella"]))),
+        company: (!bot && !org && d.chance(30))
+            .then(|| format!("@{}", d.pick(&["acme", "initech", "globex", "umbrella"]))),
         blog: if !bot && d.chance(35) {
             format!("https://{}.github.io", a.login.to_ascii_lowercase())
         } else {
@@ -609,8 +614,18 @@ fn repo_json(r: &Repo, owner: &Account) -> FullRepo {
     let license = d.chance(45).then(|| {
         let (key, lname, spdx, node) = match d.below(3) {
             0 => ("mit", "MIT License", "MIT", "MDc6TGljZW5zZTEz"),
-            1 => ("apache-2.0", "Apache License 2.0", "Apache-2.0", "MDc6TGljZW5zZTI="),
-            _ => ("gpl-3.0", "GNU General Public License v3.0", "GPL-3.0", "MDc6TGljZW5zZTk="),
+            1 => (
+                "apache-2.0",
+                "Apache License 2.0",
+                "Apache-2.0",
+                "MDc6TGljZW5zZTI=",
+            ),
+            _ => (
+                "gpl-3.0",
+                "GNU General Public License v3.0",
+                "GPL-3.0",
+                "MDc6TGljZW5zZTk=",
+            ),
         };
         License {
             key,
@@ -636,9 +651,20 @@ fn repo_json(r: &Repo, owner: &Account) -> FullRepo {
         private: false,
         owner: simple_user(owner),
         html_url: format!("{WEB}/{full}"),
-        description: d
-            .chance(70)
-            .then(|| format!("{} {}", titlecase(&name), d.pick(&["project", "tools", "experiments", "for the web", "library", "notes"]))),
+        description: d.chance(70).then(|| {
+            format!(
+                "{} {}",
+                titlecase(&name),
+                d.pick(&[
+                    "project",
+                    "tools",
+                    "experiments",
+                    "for the web",
+                    "library",
+                    "notes"
+                ])
+            )
+        }),
         fork: d.chance(10),
         forks_url: format!("{u}/forks"),
         keys_url: format!("{u}/keys{{/key_id}}"),
@@ -684,7 +710,12 @@ fn repo_json(r: &Repo, owner: &Account) -> FullRepo {
         ssh_url: format!("git@github.com:{full}.git"),
         clone_url: format!("{WEB}/{full}.git"),
         svn_url: format!("{WEB}/{full}"),
-        homepage: d.chance(15).then(|| format!("https://{}.github.io/{name}", owner.login.to_ascii_lowercase())),
+        homepage: d.chance(15).then(|| {
+            format!(
+                "https://{}.github.io/{name}",
+                owner.login.to_ascii_lowercase()
+            )
+        }),
         size: d.count(2000),
         stargazers_count: stars,
         watchers_count: stars,
@@ -726,7 +757,10 @@ mod tests {
     #[test]
     fn node_ids_match_github() {
         assert_eq!(node_id("04:User", 327146), "MDQ6VXNlcjMyNzE0Ng==");
-        assert_eq!(node_id("010:Repository", 3544490), "MDEwOlJlcG9zaXRvcnkzNTQ0NDkw");
+        assert_eq!(
+            node_id("010:Repository", 3544490),
+            "MDEwOlJlcG9zaXRvcnkzNTQ0NDkw"
+        );
         assert_eq!(
             node_id("012:Organization", 11288996),
             "MDEyOk9yZ2FuaXphdGlvbjExMjg4OTk2"

@@ -260,8 +260,13 @@ mod tests {
     use super::*;
 
     fn ev(id: &str) -> Event {
-        parse_line(format!(r#"{{"id":"{id}","actor":{{"id":1,"login":"a"}},"repo":{{"id":2,"name":"a/b"}}}}"#).as_bytes())
-            .expect("valid event")
+        parse_line(
+            format!(
+                r#"{{"id":"{id}","actor":{{"id":1,"login":"a"}},"repo":{{"id":2,"name":"a/b"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("valid event")
     }
 
     #[test]
