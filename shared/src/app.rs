@@ -38,17 +38,18 @@ impl App {
     }
 
     pub fn with_pool(config: Config, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, WiringError> {
+        let gh = github_config(&config);
+        Self::assemble(config, pool, clock, gh)
+    }
+
+    /// As [`App::with_pool`], with the GitHub client's settings given (timeouts, retries).
+    pub fn assemble(config: Config, pool: Pool, clock: Arc<dyn Clock>, gh: GithubConfig) -> Result<Self, WiringError> {
         let budget = Arc::new(PgBudget::new(
             pool.clone(),
             identity_of(config.github_token.as_ref()),
             config.default_rate_limit(),
             config.ingest_reserve,
         ));
-        let gh = GithubConfig {
-            base_url: config.github_api_url.clone(),
-            token: config.github_token.clone(),
-            ..GithubConfig::default()
-        };
         let github = Arc::new(GithubClient::new(gh, budget.clone() as Arc<dyn Budget>, clock.clone())?);
         Ok(Self { config, pool, budget, github, clock })
     }
@@ -69,5 +70,14 @@ impl App {
             queue,
             options: IngestOptions::default(),
         }
+    }
+}
+
+/// The GitHub client settings a configuration asks for.
+pub fn github_config(config: &Config) -> GithubConfig {
+    GithubConfig {
+        base_url: config.github_api_url.clone(),
+        token: config.github_token.clone(),
+        ..GithubConfig::default()
     }
 }

@@ -254,9 +254,11 @@ impl GithubClient {
         if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
             let message = message_of(&body);
             let wait = headers::retry_after(&h, now);
-            if let Some(r) = rate.as_ref().filter(|r| r.remaining == 0 && wait.is_none()) {
+            if wait.is_none() && headers::remaining_is_zero(&h) {
+                // Older answers carry no reset: GitHub's window is an hour.
+                let r = rate.clone().unwrap_or_else(|| RateInfo::exhausted_without_reset(&h, now));
                 let reset = r.reset;
-                self.budget.observe(Observation::PrimaryExhausted(r.clone()), now).await?;
+                self.budget.observe(Observation::PrimaryExhausted(r), now).await?;
                 warn!(status = status.as_u16(), resume_at = %reset, error_code = "primary_rate_limit", "GitHub rate limit reached");
                 return Err(GithubError::PrimaryRateLimit { status: status.as_u16(), reset });
             }

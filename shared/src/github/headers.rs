@@ -31,6 +31,22 @@ impl RateInfo {
     }
 }
 
+impl RateInfo {
+    /// For a 403/429 that says `X-RateLimit-Remaining: 0` without a reset time.
+    pub fn exhausted_without_reset(h: &HeaderMap, now: DateTime<Utc>) -> Self {
+        let limit = h
+            .get("x-ratelimit-limit")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+            .unwrap_or(60);
+        Self { limit, remaining: 0, used: Some(limit), reset: now + chrono::Duration::hours(1), resource: "core".into() }
+    }
+}
+
+/// Whether `X-RateLimit-Remaining` is present and zero.
+pub fn remaining_is_zero(h: &HeaderMap) -> bool {
+    h.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).map(str::trim) == Some("0")
+}
+
 /// The `rel="next"` target of a `Link` header.
 pub fn link_next(h: &HeaderMap) -> Option<String> {
     let link = h.get("link")?.to_str().ok()?;
