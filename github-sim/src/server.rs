@@ -159,8 +159,11 @@ async fn connection(stream: tokio::net::TcpStream, remote: SocketAddr, router: R
         let mut router = router.clone();
         async move { router.call(req).await }
     });
+    // No header-read timeout: idle keep-alive connections stay open between
+    // polls, so client errors come only from the faults a test asked for.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         res = conn => {
