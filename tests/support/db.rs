@@ -44,13 +44,19 @@ async fn admin_client(admin: &str) -> tokio_postgres::Client {
 impl TestDb {
     /// A new, migrated database.
     pub async fn new() -> Self {
+        let db = Self::new_empty().await;
+        ghevents::store::migrate(&db.pool).await.expect("migrate");
+        db
+    }
+
+    /// A new database without the schema.
+    pub async fn new_empty() -> Self {
         crate::init_tracing();
         let admin_url = admin_url();
         let name = format!("ghevents_test_{:016x}", rand::thread_rng().gen::<u64>());
         admin_client(&admin_url).await.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
         let url = with_dbname(&admin_url, &name);
         let pool = ghevents::store::pool(&url, 8).expect("pool");
-        ghevents::store::migrate(&pool).await.expect("migrate");
         Self { name, url, admin_url, pool }
     }
 
