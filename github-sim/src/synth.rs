@@ -273,8 +273,11 @@ fn date_for_id(id: u64, anchors: &[(u64, (i32, u32, u32))], jitter: u64) -> Date
     };
     let span = (b.1 - a.1).num_seconds() as f64;
     let frac = (x - a.0) / (b.0 - a.0).max(1.0);
-    let secs = (span * frac) as i64 + (jitter % 3600) as i64;
-    let t = a.1 + ChronoDuration::seconds(secs);
+    // Ids far outside the anchors must not overflow the date arithmetic.
+    let secs = ((span * frac) as i64).clamp(-4_000_000_000, 4_000_000_000) + (jitter % 3600) as i64;
+    let t = ChronoDuration::try_seconds(secs)
+        .and_then(|d| a.1.checked_add_signed(d))
+        .unwrap_or(a.1);
     t.clamp(date(2007, 10, 20), date(2026, 6, 30))
 }
 
@@ -598,7 +601,9 @@ fn repo_json(r: &Repo, owner: &Account) -> FullRepo {
         .last_event
         .unwrap_or_else(|| created + ChronoDuration::days(d.below(400) as i64));
     if created > pushed {
-        created = pushed - ChronoDuration::hours(1 + d.below(48) as i64);
+        created = pushed
+            .checked_sub_signed(ChronoDuration::hours(1 + d.below(48) as i64))
+            .unwrap_or(pushed);
     }
     let updated = pushed;
     let name = r
@@ -774,5 +779,10 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.format("%Y").to_string(), "2010");
         assert_eq!(date_for_id(3_544_490, REPO_ANCHORS, 0), date(2012, 2, 25));
+        assert_eq!(
+            date_for_id(u64::MAX, USER_ANCHORS, u64::MAX),
+            date(2026, 6, 30)
+        );
+        assert!(date_for_id(0, REPO_ANCHORS, 0) < date(2008, 1, 15));
     }
 }
