@@ -8,6 +8,8 @@
 #   1. cfn-lint                       (pinned in infra/requirements.txt)
 #   2. sam validate --lint            (pinned in infra/requirements-sam.txt)
 #   3. infra/check_iam.py             (no wildcard IAM grants)
+#   4. build metadata                 (every rust-cargolambda function names
+#                                      its binary where SAM reads it)
 #
 # Tools live in cached venvs under ${XDG_CACHE_HOME:-$HOME/.cache}/ghevents/,
 # rebuilt when their requirements file changes. The first run needs PyPI.
@@ -78,6 +80,32 @@ cd "$root"
 step "cfn-lint $(basename "$template")" "$lint_venv/bin/cfn-lint" "$template"
 step "sam validate --lint" sam_offline "$sam_venv/bin/sam" validate --lint --template-file "$template"
 step "check_iam.py" "$lint_venv/bin/python" "$here/check_iam.py" "$template"
+
+# SAM reads the binary name from Metadata.BuildProperties.Binary only; a
+# Binary key directly under Metadata is ignored, and `sam build` then builds
+# the whole workspace and fails to pick the function's bootstrap.
+build_metadata() {
+  "$lint_venv/bin/python" - "$1" <<'PY'
+import sys
+from cfnlint.decode import decode
+tpl, matches = decode(sys.argv[1])
+if matches:
+    sys.exit(f"cannot load {sys.argv[1]}")
+bad = 0
+for lid, res in (tpl.get("Resources") or {}).items():
+    md = res.get("Metadata") or {}
+    if res.get("Type") != "AWS::Serverless::Function" or md.get("BuildMethod") != "rust-cargolambda":
+        continue
+    binary = (md.get("BuildProperties") or {}).get("Binary")
+    if not isinstance(binary, str) or not binary:
+        print(f"{lid}: rust-cargolambda without Metadata.BuildProperties.Binary")
+        bad += 1
+    else:
+        print(f"{lid}: cargo lambda build --bin {binary}")
+sys.exit(1 if bad else 0)
+PY
+}
+step "build metadata" build_metadata "$template"
 
 if [[ $# -eq 0 ]]; then
   step "selftest.sh" "$here/selftest.sh"
