@@ -3,6 +3,7 @@
 mod budget;
 mod events;
 mod poll;
+mod tls;
 pub mod status;
 
 pub use budget::PgBudget;
@@ -58,10 +59,25 @@ impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
     }
 }
 
-/// A pool for `url` (a libpq-style URL or key=value string).
+/// A pool for `url` (a libpq-style URL or key=value string). TLS follows `sslmode` (in the
+/// URL, else `PGSSLMODE`; unset = `disable`) and `PGSSLROOTCERT`, as libpq does: see
+/// `store/tls.rs`. Connections are made lazily and replaced when found broken.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
-    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    pool_with_env(url, max_size, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// [`pool`] with the environment (`PGSSLMODE`, `PGSSLROOTCERT`) given.
+pub fn pool_with_env(url: &str, max_size: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<Pool, StoreError> {
+    let (url, sslmode) = tls::take_sslmode(url);
+    let mode = tls::resolve_mode(sslmode.as_deref(), env)?;
+    let mut cfg = tokio_postgres::Config::from_str(&url).map_err(|e| StoreError::Config(e.to_string()))?;
+    cfg.ssl_mode(mode.ssl_mode());
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let mgr = match tls::connector(mode, env)? {
+        // sslmode=disable: tokio-postgres never starts TLS, so NoTls is all it needs.
+        None => Manager::from_config(cfg, NoTls, manager_config),
+        Some(rustls) => Manager::from_config(cfg, rustls, manager_config),
+    };
     Pool::builder(mgr).max_size(max_size).build().map_err(|e| StoreError::Config(e.to_string()))
 }
 
