@@ -34,9 +34,19 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget.
-    /// Ctrl-C finishes the page in hand and exits.
-    Run,
+    /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget, and
+    /// enrich new push events beside it. Ctrl-C finishes the page in hand and exits.
+    Run {
+        /// Poll only; leave enrichment to another worker.
+        #[arg(long)]
+        no_enrich: bool,
+    },
+    /// Enrich pending push events with their actor and repository.
+    Enrich {
+        /// Drain what the budget allows, then exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Import GH Archive files (.json.gz or NDJSON), streamed.
     Import {
         #[arg(required = true)]
@@ -89,7 +99,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         println!("migrations applied: {applied}");
         return Ok(ExitCode::SUCCESS);
     }
-    let app = App::start(config, clock.clone(), 8).await.context("starting")?;
+    let app = App::start(config, clock.clone(), 16).await.context("starting")?;
     match cli.command {
         Command::Migrate => unreachable!("handled above"),
         Command::Ingest { once: true } => {
@@ -106,7 +116,27 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Ingest { once: false } | Command::Run => run_loop(&app).await,
+        Command::Ingest { once: false } => run_loop(&app, false).await,
+        Command::Run { no_enrich } => run_loop(&app, !no_enrich).await,
+        Command::Enrich { once: true } => {
+            let s = app.enricher().drain().await?;
+            println!(
+                "enrich: requests={} completed={} gone={} failed_attempts={} failed={} deferred={} deferred_until={}",
+                s.requests,
+                s.completed,
+                s.gone,
+                s.failed_attempts,
+                s.failed_final,
+                s.deferred,
+                s.deferred_until.map_or("-".into(), |t| t.to_rfc3339())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enrich { once: false } => {
+            let stop = stop_on_ctrl_c();
+            app.enricher().run_loop(stop).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import { files, batch_size } => import(&app, &files, batch_size.max(1)).await,
         Command::Status { json } => status(&app, json).await,
     }
@@ -131,7 +161,8 @@ fn cycle_line(s: &CycleSummary) -> String {
     )
 }
 
-async fn run_loop(app: &App) -> Result<ExitCode> {
+/// A stop signal set by the first Ctrl-C; a second one exits at once.
+fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -142,6 +173,17 @@ async fn run_loop(app: &App) -> Result<ExitCode> {
             }
         }
     });
+    stop
+}
+
+async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
+    let stop = stop_on_ctrl_c();
+    // Enrichment runs beside ingest, never in its way: its failures are logged, not fatal.
+    let enricher = enrich.then(|| {
+        let enricher = app.enricher();
+        let stop = stop.clone();
+        tokio::spawn(async move { enricher.run_loop(stop).await })
+    });
     let ingestor = app.ingestor(None, None, stop);
     ingestor
         .run_loop(|r: &Result<CycleSummary, IngestError>| match r {
@@ -149,6 +191,9 @@ async fn run_loop(app: &App) -> Result<ExitCode> {
             Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
         })
         .await?;
+    if let Some(task) = enricher {
+        task.await?.context("enrichment loop")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

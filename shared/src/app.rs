@@ -4,6 +4,7 @@ use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::github::{identity_of, GithubClient, GithubConfig};
+use crate::enrich::{EnrichOptions, Enricher};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::raw::{InlineRaw, PushQueue, RawStore};
 use crate::store::{self, PgBudget, StoreError};
@@ -69,6 +70,21 @@ impl App {
             raw: raw.unwrap_or_else(|| Arc::new(InlineRaw)),
             queue,
             options: IngestOptions::default(),
+        }
+    }
+}
+
+impl App {
+    pub fn enricher(&self) -> Enricher {
+        Enricher {
+            pool: self.pool.clone(),
+            github: self.github.clone(),
+            clock: self.clock.clone(),
+            options: EnrichOptions {
+                cache_ttl: self.config.enrich_cache_ttl,
+                max_attempts: self.config.enrich_max_attempts,
+                ..EnrichOptions::default()
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
-use crate::store::{self, CycleLock, EventInsert, PgBudget, PollState, Source, StoreError};
+use crate::store::{self, AdvisoryLock, EventInsert, PgBudget, PollState, Source, StoreError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -155,7 +155,7 @@ impl Ingestor {
     /// is an error (the summary is recorded in `poll_state` either way).
     pub async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
         let feed = EVENTS_FEED;
-        let Some(lock) = CycleLock::try_acquire(&self.pool, feed).await? else {
+        let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await? else {
             info!(feed, "another process is polling this feed; nothing to do");
             return Ok(CycleSummary::new(Outcome::Busy));
         };

@@ -6,6 +6,7 @@ pub mod app;
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod enrich;
 pub mod event;
 pub mod github;
 pub mod import;

@@ -1,14 +1,18 @@
 //! Postgres: the schema, idempotent bulk writes, poll state and the shared rate budget.
 
 mod budget;
+pub mod cache;
+pub mod work;
 mod events;
+mod lock;
 mod poll;
 mod tls;
 pub mod status;
 
 pub use budget::PgBudget;
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
-pub use poll::{CycleLock, PollState};
+pub use lock::AdvisoryLock;
+pub use poll::PollState;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;

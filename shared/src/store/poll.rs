@@ -1,6 +1,6 @@
 use super::{Ctx, StoreError};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 
 /// Where polling of a feed stands.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -113,46 +113,5 @@ impl PollState {
             .await
             .ctx("record cycle end")?;
         Ok(())
-    }
-}
-
-/// Only one poll cycle per feed at a time, across processes: a session-level advisory lock
-/// held on its own connection. If the holder dies, Postgres releases it with the connection.
-pub struct CycleLock {
-    conn: Option<Object>,
-    key: i64,
-}
-
-impl CycleLock {
-    pub async fn try_acquire(pool: &Pool, feed: &str) -> Result<Option<Self>, StoreError> {
-        let conn = pool.get().await?;
-        let key: i64 = conn
-            .query_one("SELECT hashtextextended('ghevents:poll:' || $1, 0)", &[&feed])
-            .await
-            .ctx("lock key")?
-            .get(0);
-        let got: bool = conn
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .ctx("try advisory lock")?
-            .get(0);
-        Ok(got.then_some(Self { conn: Some(conn), key }))
-    }
-
-    pub async fn release(mut self) -> Result<(), StoreError> {
-        if let Some(conn) = self.conn.take() {
-            conn.execute("SELECT pg_advisory_unlock($1)", &[&self.key]).await.ctx("advisory unlock")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for CycleLock {
-    fn drop(&mut self) {
-        // Not released explicitly (an error or a panic unwound past it): close the connection
-        // instead of returning it to the pool, which releases the lock.
-        if let Some(conn) = self.conn.take() {
-            drop(Object::take(conn));
-        }
     }
 }

@@ -1,0 +1,158 @@
+//! The enrichment work queue: push events move `pending → in_progress → completed | failed`.
+//! An `in_progress` row carries a lease (`locked_until`); a worker that dies leaves rows that
+//! another takes over once the lease has passed.
+
+use super::{Ctx, StoreError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkItem {
+    pub push_id: i64,
+    pub actor_id: i64,
+    pub actor_login: String,
+    pub repo_id: i64,
+    pub repo_name: String,
+    pub attempts: i32,
+}
+
+fn item(r: &tokio_postgres::Row) -> WorkItem {
+    WorkItem {
+        push_id: r.get(0),
+        actor_id: r.get(1),
+        actor_login: r.get(2),
+        repo_id: r.get(3),
+        repo_name: r.get(4),
+        attempts: r.get(5),
+    }
+}
+
+const RETURNING: &str = "RETURNING p.push_id, p.actor_id, p.actor_login, p.repo_id, p.repo_name, p.attempts";
+
+/// Claims up to `limit` due rows (pending and due, or in progress with an expired lease).
+pub async fn claim_due(pool: &Pool, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<WorkItem>, StoreError> {
+    let sql = format!(
+        "WITH c AS (
+            SELECT push_id FROM push_events
+            WHERE (enrichment_status = 'pending' AND next_attempt_at <= $1)
+               OR (enrichment_status = 'in_progress' AND locked_until <= $1)
+            ORDER BY next_attempt_at, push_id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED)
+         UPDATE push_events p SET enrichment_status = 'in_progress', locked_until = $2
+         FROM c WHERE p.push_id = c.push_id {RETURNING}"
+    );
+    let rows = pool.get().await?.query(&sql, &[&now, &lease_until, &limit]).await.ctx("claim work")?;
+    Ok(rows.iter().map(item).collect())
+}
+
+/// What became of the ids a caller asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Claimed(WorkItem),
+    /// Completed or failed already.
+    Done,
+    /// Another worker holds a live lease on it.
+    Busy,
+    Unknown,
+}
+
+/// Claims these push ids whatever their `next_attempt_at` (a queue message asks for them).
+pub async fn claim_ids(pool: &Pool, ids: &[i64], now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<HashMap<i64, Claim>, StoreError> {
+    let client = pool.get().await?;
+    let sql = format!(
+        "WITH c AS (
+            SELECT push_id FROM push_events
+            WHERE push_id = ANY($1)
+              AND (enrichment_status = 'pending' OR (enrichment_status = 'in_progress' AND locked_until <= $2))
+            FOR UPDATE SKIP LOCKED)
+         UPDATE push_events p SET enrichment_status = 'in_progress', locked_until = $3
+         FROM c WHERE p.push_id = c.push_id {RETURNING}"
+    );
+    let claimed = client.query(&sql, &[&ids, &now, &lease_until]).await.ctx("claim ids")?;
+    let mut out: HashMap<i64, Claim> = claimed.iter().map(|r| (r.get(0), Claim::Claimed(item(r)))).collect();
+    let rest: Vec<i64> = ids.iter().copied().filter(|id| !out.contains_key(id)).collect();
+    if !rest.is_empty() {
+        for r in client
+            .query("SELECT push_id, enrichment_status FROM push_events WHERE push_id = ANY($1)", &[&rest])
+            .await
+            .ctx("read statuses")?
+        {
+            let status: &str = r.get(1);
+            let claim = if status == "completed" || status == "failed" { Claim::Done } else { Claim::Busy };
+            out.insert(r.get(0), claim);
+        }
+    }
+    for id in ids {
+        out.entry(*id).or_insert(Claim::Unknown);
+    }
+    Ok(out)
+}
+
+pub async fn complete(pool: &Pool, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE push_events SET enrichment_status = 'completed', enriched_at = $2, locked_until = NULL, last_error = NULL
+             WHERE push_id = ANY($1)",
+            &[&ids, &now],
+        )
+        .await
+        .ctx("complete work")?;
+    Ok(())
+}
+
+/// Back to pending until `until`, without counting an attempt (the budget said wait).
+pub async fn defer(pool: &Pool, ids: &[i64], until: DateTime<Utc>) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE push_events SET enrichment_status = 'pending', next_attempt_at = $2, locked_until = NULL
+             WHERE push_id = ANY($1) AND enrichment_status = 'in_progress'",
+            &[&ids, &until],
+        )
+        .await
+        .ctx("defer work")?;
+    Ok(())
+}
+
+/// Counts a failed attempt: pending again at `retry_at`, or `failed` once `max_attempts` is
+/// reached. Returns whether the row is now `failed`.
+pub async fn fail_attempt(
+    pool: &Pool,
+    id: i64,
+    error: &str,
+    retry_at: DateTime<Utc>,
+    max_attempts: i32,
+) -> Result<bool, StoreError> {
+    let row = pool
+        .get()
+        .await?
+        .query_opt(
+            "UPDATE push_events SET attempts = attempts + 1, last_error = $2, locked_until = NULL,
+                enrichment_status = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = $3
+             WHERE push_id = $1 AND enrichment_status = 'in_progress'
+             RETURNING enrichment_status",
+            &[&id, &error, &retry_at, &max_attempts],
+        )
+        .await
+        .ctx("record failed attempt")?;
+    Ok(row.is_some_and(|r| r.get::<_, &str>(0) == "failed"))
+}
+
+/// When the next pending row falls due, if any.
+pub async fn next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT min(CASE WHEN enrichment_status = 'pending' THEN next_attempt_at ELSE locked_until END)
+             FROM push_events WHERE enrichment_status IN ('pending', 'in_progress')",
+            &[],
+        )
+        .await
+        .ctx("next due")?
+        .get(0))
+}
