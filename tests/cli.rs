@@ -4,7 +4,7 @@
 use ghevents::clock::TokioClock;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::events_page;
-use ghevents_tests::replay::{Reply, ReplayServer};
+use ghevents_tests::replay::{ReplayServer, Reply};
 use ghevents_tests::{data_dir, ghevents_bin};
 use serde_json::Value;
 use std::io::BufRead;
@@ -32,10 +32,11 @@ fn ghevents(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> tokio::process:
 }
 
 async fn run(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out: Output = tokio::time::timeout(Duration::from_secs(120), ghevents(db, args, env).output())
-        .await
-        .expect("ghevents finished in time")
-        .expect("ghevents ran");
+    let out: Output =
+        tokio::time::timeout(Duration::from_secs(120), ghevents(db, args, env).output())
+            .await
+            .expect("ghevents finished in time")
+            .expect("ghevents ran");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -52,14 +53,22 @@ async fn migrate_twice_applies_once() {
     let (code, out, _) = run(&db, &["migrate"], &[]).await;
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "migrations applied: 0");
-    assert_eq!(db.count("SELECT count(*) FROM refinery_schema_history").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM refinery_schema_history")
+            .await,
+        1
+    );
 }
 
 /// Reads a GH Archive file with serde_json alone (not the project's parser).
 fn source_lines(name: &str) -> Vec<Value> {
     let f = std::fs::File::open(archive(name)).unwrap();
     let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f));
-    r.split(b'\n').map(|l| l.unwrap()).filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(&l).unwrap()).collect()
+    r.split(b'\n')
+        .map(|l| l.unwrap())
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(&l).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -68,13 +77,19 @@ async fn importing_the_2015_hour_stores_every_event_once_and_each_push_field_for
     let file = archive("2015-01-01-0.json.gz");
     let (code, out, err) = run(&db, &["import", file.to_str().unwrap()], &[]).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("lines=7702 stored=7702 duplicates=0 push_events=4280"), "{out}");
+    assert!(
+        out.contains("lines=7702 stored=7702 duplicates=0 push_events=4280"),
+        "{out}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 7702);
     assert_eq!(db.count("SELECT count(*) FROM push_events").await, 4280);
 
     let (code, out, _) = run(&db, &["import", file.to_str().unwrap()], &[]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("stored=0 duplicates=7702 push_events=0"), "{out}");
+    assert!(
+        out.contains("stored=0 duplicates=7702 push_events=0"),
+        "{out}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 7702);
 
     // Every stored push event against its source line.
@@ -88,13 +103,23 @@ async fn importing_the_2015_hour_stores_every_event_once_and_each_push_field_for
         )
         .await
         .unwrap();
-    let by_id: std::collections::HashMap<i64, &tokio_postgres::Row> = rows.iter().map(|r| (r.get::<_, i64>(1), r)).collect();
+    let by_id: std::collections::HashMap<i64, &tokio_postgres::Row> =
+        rows.iter().map(|r| (r.get::<_, i64>(1), r)).collect();
     let mut compared = 0;
-    for e in source_lines("2015-01-01-0.json.gz").iter().filter(|e| e["type"] == "PushEvent") {
+    for e in source_lines("2015-01-01-0.json.gz")
+        .iter()
+        .filter(|e| e["type"] == "PushEvent")
+    {
         let id: i64 = e["id"].as_str().unwrap().parse().unwrap();
-        let r = by_id.get(&id).unwrap_or_else(|| panic!("push event {id} not stored"));
+        let r = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("push event {id} not stored"));
         let p = &e["payload"];
-        assert_eq!(r.get::<_, i64>(0), p["push_id"].as_i64().unwrap(), "push_id of {id}");
+        assert_eq!(
+            r.get::<_, i64>(0),
+            p["push_id"].as_i64().unwrap(),
+            "push_id of {id}"
+        );
         assert_eq!(r.get::<_, i64>(2), e["repo"]["id"].as_i64().unwrap());
         assert_eq!(r.get::<_, &str>(3), e["repo"]["name"].as_str().unwrap());
         assert_eq!(r.get::<_, i64>(4), e["actor"]["id"].as_i64().unwrap());
@@ -102,10 +127,23 @@ async fn importing_the_2015_hour_stores_every_event_once_and_each_push_field_for
         assert_eq!(r.get::<_, Option<&str>>(6), p["ref"].as_str());
         assert_eq!(r.get::<_, Option<&str>>(7), p["head"].as_str());
         assert_eq!(r.get::<_, Option<&str>>(8), p["before"].as_str());
-        assert_eq!(r.get::<_, Option<i32>>(9).map(i64::from), p["size"].as_i64());
-        assert_eq!(r.get::<_, Option<i32>>(10).map(i64::from), p["distinct_size"].as_i64());
-        assert_eq!(r.get::<_, Option<i32>>(11).map(|n| n as usize), p["commits"].as_array().map(Vec::len));
-        assert_eq!(r.get::<_, chrono::DateTime<chrono::Utc>>(12).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), e["created_at"].as_str().unwrap());
+        assert_eq!(
+            r.get::<_, Option<i32>>(9).map(i64::from),
+            p["size"].as_i64()
+        );
+        assert_eq!(
+            r.get::<_, Option<i32>>(10).map(i64::from),
+            p["distinct_size"].as_i64()
+        );
+        assert_eq!(
+            r.get::<_, Option<i32>>(11).map(|n| n as usize),
+            p["commits"].as_array().map(Vec::len)
+        );
+        assert_eq!(
+            r.get::<_, chrono::DateTime<chrono::Utc>>(12)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            e["created_at"].as_str().unwrap()
+        );
         assert_eq!(&r.get::<_, Value>(13), e, "raw event {id}");
         assert_eq!(r.get::<_, &str>(14), "archive");
         compared += 1;
@@ -122,7 +160,11 @@ async fn the_trimmed_2026_shape_stores_null_counts_never_zero() {
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 5000);
     assert_eq!(db.count("SELECT count(*) FROM push_events").await, 4268);
     assert_eq!(db.count("SELECT count(*) FROM push_events WHERE size IS NULL AND distinct_size IS NULL AND commit_count IS NULL").await, 4268);
-    assert_eq!(db.count("SELECT count(*) FROM push_events WHERE before IS NULL OR head IS NULL").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE before IS NULL OR head IS NULL")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -133,19 +175,41 @@ async fn the_2012_hour_stores_pushes_without_before() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 7981);
     assert_eq!(db.count("SELECT count(*) FROM push_events").await, 1522);
-    assert_eq!(db.count("SELECT count(*) FROM push_events WHERE before IS NULL").await, 1522);
-    assert_eq!(db.count("SELECT count(*) FROM github_events WHERE parse_status = 'failed'").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE before IS NULL")
+            .await,
+        1522
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM github_events WHERE parse_status = 'failed'")
+            .await,
+        0
+    );
     // The raw U+2028 line survived.
-    assert_eq!(db.count(r"SELECT count(*) FROM github_events WHERE raw::text LIKE '%' || chr(8232) || '%'").await, 1);
+    assert_eq!(
+        db.count(
+            r"SELECT count(*) FROM github_events WHERE raw::text LIKE '%' || chr(8232) || '%'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn the_old_timeline_format_is_rejected_by_reason_and_nothing_stored_is_touched() {
     let db = TestDb::new().await;
     let earlier = archive("2026-06-01-15-sample7.jsonl");
-    assert_eq!(run(&db, &["import", earlier.to_str().unwrap()], &[]).await.0, 0);
+    assert_eq!(
+        run(&db, &["import", earlier.to_str().unwrap()], &[])
+            .await
+            .0,
+        0
+    );
     let checksum = "SELECT coalesce(sum(hashtext(raw::text || event_id::text || parse_status)), 0)::bigint FROM github_events";
-    let before = (db.count("SELECT count(*) FROM github_events").await, db.count(checksum).await);
+    let before = (
+        db.count("SELECT count(*) FROM github_events").await,
+        db.count(checksum).await,
+    );
 
     let bad = archive("2012-10-13-0.json.gz");
     let (code, out, _) = run(&db, &["import", bad.to_str().unwrap()], &[]).await;
@@ -153,8 +217,17 @@ async fn the_old_timeline_format_is_rejected_by_reason_and_nothing_stored_is_tou
     assert_ne!(code, 0, "a file with rejected lines exits non-zero");
     assert!(out.contains("lines=3086 stored=0"), "{out}");
     assert!(out.contains("rejected=3086"), "{out}");
-    assert!(out.contains("rejected missing_id: 3086 (missing field `id`), first lines: 1, 2, 3, 4, 5"), "{out}");
-    assert_eq!((db.count("SELECT count(*) FROM github_events").await, db.count(checksum).await), before);
+    assert!(
+        out.contains("rejected missing_id: 3086 (missing field `id`), first lines: 1, 2, 3, 4, 5"),
+        "{out}"
+    );
+    assert_eq!(
+        (
+            db.count("SELECT count(*) FROM github_events").await,
+            db.count(checksum).await
+        ),
+        before
+    );
 }
 
 #[tokio::test]
@@ -171,15 +244,24 @@ async fn two_ingest_once_at_the_same_time_store_each_event_once_without_error() 
     let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
     let ids: Vec<i64> = (1..=100).collect();
     for _ in 0..2 {
-        gh.push("/events", events_page(&ids, "W/\"a\"", 59, 4102444800, None).delay(Duration::from_millis(500)));
+        gh.push(
+            "/events",
+            events_page(&ids, "W/\"a\"", 59, 4102444800, None).delay(Duration::from_millis(500)),
+        );
     }
     let env = [("GITHUB_API_URL", gh.url.as_str())];
-    let (a, b) = tokio::join!(run(&db, &["ingest", "--once"], &env), run(&db, &["ingest", "--once"], &env));
+    let (a, b) = tokio::join!(
+        run(&db, &["ingest", "--once"], &env),
+        run(&db, &["ingest", "--once"], &env)
+    );
     assert_eq!(a.0, 0, "{a:?}");
     assert_eq!(b.0, 0, "{b:?}");
     let outcomes = format!("{}{}", a.1, b.1);
     assert!(outcomes.contains("completed: requests=1"), "{outcomes}");
-    assert!(outcomes.contains("busy") || outcomes.contains("not_due"), "{outcomes}");
+    assert!(
+        outcomes.contains("busy") || outcomes.contains("not_due"),
+        "{outcomes}"
+    );
     assert_eq!(gh.received().len(), 1);
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 100);
 }
@@ -189,24 +271,56 @@ async fn ingest_once_fails_with_a_one_line_reason_and_never_prints_the_token() {
     const TOKEN: &str = "ghp_CliSecretTokenValue9876543210zyxw";
     let db = TestDb::new().await;
     let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
-    gh.push("/events", Reply::new(401).body(r#"{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}"#));
-    let env = [("GITHUB_API_URL", gh.url.as_str()), ("GITHUB_TOKEN", TOKEN), ("RUST_LOG", "trace"), ("LOG_FORMAT", "json")];
+    gh.push(
+        "/events",
+        Reply::new(401).body(
+            r#"{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}"#,
+        ),
+    );
+    let env = [
+        ("GITHUB_API_URL", gh.url.as_str()),
+        ("GITHUB_TOKEN", TOKEN),
+        ("RUST_LOG", "trace"),
+        ("LOG_FORMAT", "json"),
+    ];
     let (code, out, err) = run(&db, &["ingest", "--once"], &env).await;
 
     assert_ne!(code, 0);
     let reason: Vec<&str> = err.lines().filter(|l| l.starts_with("ghevents:")).collect();
     assert_eq!(reason.len(), 1, "{err}");
-    assert!(reason[0].contains("HTTP 401") && reason[0].contains("Bad credentials"), "{}", reason[0]);
-    assert!(err.lines().filter(|l| !l.starts_with("ghevents:")).all(|l| serde_json::from_str::<Value>(l).is_ok()), "JSON logs");
-    assert!(err.contains("\"level\":\"TRACE\"") || err.contains("\"level\":\"DEBUG\""), "verbose logs were on");
-    assert!(!out.contains("CliSecret") && !err.contains("CliSecret"), "token leaked");
-    assert_eq!(gh.received()[0].headers.get("authorization").unwrap(), &format!("Bearer {TOKEN}"));
+    assert!(
+        reason[0].contains("HTTP 401") && reason[0].contains("Bad credentials"),
+        "{}",
+        reason[0]
+    );
+    assert!(
+        err.lines()
+            .filter(|l| !l.starts_with("ghevents:"))
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "JSON logs"
+    );
+    assert!(
+        err.contains("\"level\":\"TRACE\"") || err.contains("\"level\":\"DEBUG\""),
+        "verbose logs were on"
+    );
+    assert!(
+        !out.contains("CliSecret") && !err.contains("CliSecret"),
+        "token leaked"
+    );
+    assert_eq!(
+        gh.received()[0].headers.get("authorization").unwrap(),
+        &format!("Bearer {TOKEN}")
+    );
 }
 
 #[tokio::test]
 async fn a_missing_database_url_is_named() {
     let db = TestDb::new().await;
-    let out = ghevents(&db, &["status"], &[]).env_remove("DATABASE_URL").output().await.unwrap();
+    let out = ghevents(&db, &["status"], &[])
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
 }
@@ -215,7 +329,10 @@ async fn a_missing_database_url_is_named() {
 async fn status_reports_budget_poll_and_rows_as_json() {
     let db = TestDb::new().await;
     let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
-    gh.push("/events", events_page(&[1, 2, 3], "W/\"a\"", 42, 4102444800, None));
+    gh.push(
+        "/events",
+        events_page(&[1, 2, 3], "W/\"a\"", 42, 4102444800, None),
+    );
     let env = [("GITHUB_API_URL", gh.url.as_str())];
     assert_eq!(run(&db, &["ingest", "--once"], &env).await.0, 0);
     let (code, out, err) = run(&db, &["status", "--json"], &env).await;
@@ -226,7 +343,10 @@ async fn status_reports_budget_poll_and_rows_as_json() {
     assert_eq!(v["polls"][0]["etag"], "W/\"a\"");
     assert_eq!(v["polls"][0]["last_result"], "completed");
     assert_eq!(v["counts"]["events_total"], 3);
-    assert_eq!(v["counts"]["push_events_by_enrichment_status"]["pending"], 3);
+    assert_eq!(
+        v["counts"]["push_events_by_enrichment_status"]["pending"],
+        3
+    );
     let (code, text, _) = run(&db, &["status"], &env).await;
     assert_eq!(code, 0);
     assert!(text.contains("42/60 remaining"), "{text}");

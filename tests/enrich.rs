@@ -36,11 +36,18 @@ async fn sim(file: &str, tweak: impl FnOnce(&mut SimConfig)) -> Sim {
 }
 
 fn app(db: &TestDb, sim: &Sim, clock: Arc<dyn Clock>, env: &[(&str, &str)]) -> App {
-    let mut vars: std::collections::HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut vars: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     vars.insert("GITHUB_API_URL".into(), sim.url());
     let config = Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
     let mut gh = github_config(&config);
-    gh.retry = RetryPolicy { max_retries: 2, min_delay: Duration::from_millis(2), max_delay: Duration::from_millis(10) };
+    gh.retry = RetryPolicy {
+        max_retries: 2,
+        min_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(10),
+    };
     App::assemble(config, db.pool.clone(), clock, gh).unwrap()
 }
 
@@ -51,17 +58,31 @@ fn enricher(app: &App, tweak: impl FnOnce(&mut EnrichOptions)) -> Enricher {
 }
 
 async fn import(db: &TestDb, file: &str) {
-    let s = import_file(&db.pool, &archive(file), 2000, Arc::new(Progress::default()), Utc::now()).await.unwrap();
+    let s = import_file(
+        &db.pool,
+        &archive(file),
+        2000,
+        Arc::new(Progress::default()),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.rejected_total(), 0);
 }
 
 async fn statuses(db: &TestDb) -> (i64, i64, i64, i64) {
     let q = |s: &str| format!("SELECT count(*) FROM push_events WHERE enrichment_status = '{s}'");
-    (db.count(&q("pending")).await, db.count(&q("in_progress")).await, db.count(&q("completed")).await, db.count(&q("failed")).await)
+    (
+        db.count(&q("pending")).await,
+        db.count(&q("in_progress")).await,
+        db.count(&q("completed")).await,
+        db.count(&q("failed")).await,
+    )
 }
 
 #[tokio::test]
-async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distinct_actor_and_repo() {
+async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distinct_actor_and_repo()
+{
     let db = TestDb::new().await;
     import(&db, "2015-01-01-0.json.gz").await;
     let sim = sim("2015-01-01-0.json.gz", |_| {}).await;
@@ -72,11 +93,27 @@ async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distin
     assert_eq!(statuses(&db).await, (0, 0, 4280, 0));
     // GitHub matches names case-insensitively: 2,556 repository spellings are 2,555
     // repositories; two names were deleted and created again within the hour (2,558 ids).
-    let actors = db.count("SELECT count(DISTINCT lower(actor_login)) FROM push_events").await;
-    let repos = db.count("SELECT count(DISTINCT lower(repo_name)) FROM push_events").await;
-    assert_eq!(db.count("SELECT count(DISTINCT actor_id) FROM push_events").await, 2327);
-    assert_eq!(db.count("SELECT count(DISTINCT repo_name) FROM push_events").await, 2556);
-    assert_eq!(db.count("SELECT count(DISTINCT repo_id) FROM push_events").await, 2558);
+    let actors = db
+        .count("SELECT count(DISTINCT lower(actor_login)) FROM push_events")
+        .await;
+    let repos = db
+        .count("SELECT count(DISTINCT lower(repo_name)) FROM push_events")
+        .await;
+    assert_eq!(
+        db.count("SELECT count(DISTINCT actor_id) FROM push_events")
+            .await,
+        2327
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT repo_name) FROM push_events")
+            .await,
+        2556
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT repo_id) FROM push_events")
+            .await,
+        2558
+    );
     assert_eq!((actors, repos), (2327, 2555));
     let stats = sim.stats();
     let lower = |m: &std::collections::BTreeMap<String, u64>| {
@@ -88,8 +125,16 @@ async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distin
     };
     let (users, repos_asked) = (lower(&stats.users), lower(&stats.repos));
     assert_eq!(users.len() as i64, actors, "every distinct actor requested");
-    assert_eq!(repos_asked.len() as i64, repos, "every distinct repository requested");
-    let twice: Vec<_> = users.iter().chain(repos_asked.iter()).filter(|(_, &n)| n != 1).collect();
+    assert_eq!(
+        repos_asked.len() as i64,
+        repos,
+        "every distinct repository requested"
+    );
+    let twice: Vec<_> = users
+        .iter()
+        .chain(repos_asked.iter())
+        .filter(|(_, &n)| n != 1)
+        .collect();
     assert!(twice.is_empty(), "each exactly once, but: {twice:?}");
     assert_eq!(s.requests as i64, actors + repos);
     assert_eq!(db.count("SELECT count(*) FROM actors WHERE status = 'ok' AND login IS NOT NULL AND raw IS NOT NULL").await, actors);
@@ -118,22 +163,60 @@ async fn within_the_ttl_nothing_is_requested_and_with_ttl_zero_every_request_is_
 
     // The same push events again (as if re-queued): the cache answers.
     let pushes = db.count("SELECT count(*) FROM push_events").await;
-    db.pool.get().await.unwrap().execute("UPDATE push_events SET enrichment_status = 'pending'", &[]).await.unwrap();
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE push_events SET enrichment_status = 'pending'", &[])
+        .await
+        .unwrap();
     let second = enricher(&app, |_| {}).drain().await.unwrap();
     assert_eq!((second.requests, second.completed as i64), (0, pushes));
 
     // TTL 0: every entry is revalidated with its ETag; the 304s refresh fetched_at.
-    let before: chrono::DateTime<Utc> =
-        db.pool.get().await.unwrap().query_one("SELECT max(fetched_at) FROM actors", &[]).await.unwrap().get(0);
-    db.pool.get().await.unwrap().execute("UPDATE push_events SET enrichment_status = 'pending'", &[]).await.unwrap();
+    let before: chrono::DateTime<Utc> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT max(fetched_at) FROM actors", &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE push_events SET enrichment_status = 'pending'", &[])
+        .await
+        .unwrap();
     sim.reset_stats();
-    let third = enricher(&app, |o| o.cache_ttl = Duration::ZERO).drain().await.unwrap();
+    let third = enricher(&app, |o| o.cache_ttl = Duration::ZERO)
+        .drain()
+        .await
+        .unwrap();
     // Each entity at least once (more when it recurs in a later batch: TTL 0 never trusts it).
-    assert!(third.requests >= entities, "{} < {entities}", third.requests);
+    assert!(
+        third.requests >= entities,
+        "{} < {entities}",
+        third.requests
+    );
     let c = sim.stats().anonymous().cloned().unwrap();
-    assert_eq!(c.count(PathKind::Users, 304) + c.count(PathKind::Repos, 304), third.requests, "all conditional, all 304");
-    assert_eq!(c.count(PathKind::Users, 200) + c.count(PathKind::Repos, 200), 0);
-    let stale = db.count(&format!("SELECT count(*) FROM actors WHERE fetched_at <= '{}'", before.to_rfc3339())).await;
+    assert_eq!(
+        c.count(PathKind::Users, 304) + c.count(PathKind::Repos, 304),
+        third.requests,
+        "all conditional, all 304"
+    );
+    assert_eq!(
+        c.count(PathKind::Users, 200) + c.count(PathKind::Repos, 200),
+        0
+    );
+    let stale = db
+        .count(&format!(
+            "SELECT count(*) FROM actors WHERE fetched_at <= '{}'",
+            before.to_rfc3339()
+        ))
+        .await;
     assert_eq!(stale, 0, "every 304 refreshed fetched_at");
     assert_eq!(statuses(&db).await.2, pushes);
 }
@@ -148,7 +231,12 @@ async fn enrichment_stops_at_its_share_of_60_and_ingest_keeps_its_reserve() {
         c.initial = 300;
     })
     .await;
-    let app = app(&db, &sim, Arc::new(TokioClock::new()), &[("INGEST_RESERVE", "20")]);
+    let app = app(
+        &db,
+        &sim,
+        Arc::new(TokioClock::new()),
+        &[("INGEST_RESERVE", "20")],
+    );
 
     let s = enricher(&app, |_| {}).drain().await.unwrap();
     assert_eq!(s.requests, 40, "enrichment spends 60 - 20");
@@ -159,10 +247,22 @@ async fn enrichment_stops_at_its_share_of_60_and_ingest_keeps_its_reserve() {
 
     // Ingest still has its 20 in the same window, then nothing.
     for i in 0..20 {
-        assert!(app.github.get("/events?per_page=100", None, Purpose::Ingest).await.is_ok(), "ingest request {i}");
+        assert!(
+            app.github
+                .get("/events?per_page=100", None, Purpose::Ingest)
+                .await
+                .is_ok(),
+            "ingest request {i}"
+        );
     }
-    let denied = app.github.get("/events?per_page=100", None, Purpose::Ingest).await;
-    assert!(matches!(denied, Err(GithubError::BudgetDenied(_))), "{denied:?}");
+    let denied = app
+        .github
+        .get("/events?per_page=100", None, Purpose::Ingest)
+        .await;
+    assert!(
+        matches!(denied, Err(GithubError::BudgetDenied(_))),
+        "{denied:?}"
+    );
     let c = sim.stats().anonymous().cloned().unwrap();
     assert_eq!((c.requests, c.violations), (60, 0));
 
@@ -170,7 +270,10 @@ async fn enrichment_stops_at_its_share_of_60_and_ingest_keeps_its_reserve() {
     let wait = (until - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1100);
     tokio::time::sleep(wait).await;
     let resumed = enricher(&app, |_| {}).drain().await.unwrap();
-    assert!(resumed.requests > 0 && resumed.requests <= 40, "{resumed:?}");
+    assert!(
+        resumed.requests > 0 && resumed.requests <= 40,
+        "{resumed:?}"
+    );
     assert_eq!(sim.stats().violations(), 0);
 }
 
@@ -179,8 +282,13 @@ async fn three_workers_at_once_fetch_each_entity_once_and_never_overdraw() {
     let db = TestDb::new().await;
     import(&db, HOUR_2021).await;
     let sim = sim(HOUR_2021, |c| c.limit_anonymous = 5000).await;
-    let apps: Vec<App> = (0..3).map(|_| app(&db, &sim, Arc::new(TokioClock::new()), &[])).collect();
-    let workers: Vec<Enricher> = apps.iter().map(|a| enricher(a, |o| o.batch_size = 25)).collect();
+    let apps: Vec<App> = (0..3)
+        .map(|_| app(&db, &sim, Arc::new(TokioClock::new()), &[]))
+        .collect();
+    let workers: Vec<Enricher> = apps
+        .iter()
+        .map(|a| enricher(a, |o| o.batch_size = 25))
+        .collect();
 
     let results = futures::future::join_all(workers.iter().map(|w| w.drain())).await;
 
@@ -188,11 +296,26 @@ async fn three_workers_at_once_fetch_each_entity_once_and_never_overdraw() {
     let pushes = db.count("SELECT count(*) FROM push_events").await;
     assert_eq!(statuses(&db).await, (0, 0, pushes, 0));
     let stats = sim.stats();
-    assert!(stats.users.values().chain(stats.repos.values()).all(|&n| n == 1), "no entity fetched twice");
+    assert!(
+        stats
+            .users
+            .values()
+            .chain(stats.repos.values())
+            .all(|&n| n == 1),
+        "no entity fetched twice"
+    );
     assert_eq!(total as usize, stats.users.len() + stats.repos.len());
     assert_eq!(stats.violations(), 0);
     // The shared budget agrees with GitHub's count.
-    let used: i32 = db.pool.get().await.unwrap().query_one("SELECT used FROM rate_limit_state", &[]).await.unwrap().get(0);
+    let used: i32 = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT used FROM rate_limit_state", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(used as u64, total);
 }
 
@@ -205,8 +328,20 @@ async fn three_workers_on_a_small_budget_never_overdraw_it() {
         c.window = Duration::from_secs(3600);
     })
     .await;
-    let apps: Vec<App> = (0..3).map(|_| app(&db, &sim, Arc::new(TokioClock::new()), &[("INGEST_RESERVE", "20")])).collect();
-    let workers: Vec<Enricher> = apps.iter().map(|a| enricher(a, |o| o.batch_size = 10)).collect();
+    let apps: Vec<App> = (0..3)
+        .map(|_| {
+            app(
+                &db,
+                &sim,
+                Arc::new(TokioClock::new()),
+                &[("INGEST_RESERVE", "20")],
+            )
+        })
+        .collect();
+    let workers: Vec<Enricher> = apps
+        .iter()
+        .map(|a| enricher(a, |o| o.batch_size = 10))
+        .collect();
 
     let results = futures::future::join_all(workers.iter().map(|w| w.drain())).await;
 
@@ -214,7 +349,13 @@ async fn three_workers_on_a_small_budget_never_overdraw_it() {
     let c = sim.stats().anonymous().cloned().unwrap();
     assert_eq!(c.requests, total);
     assert_eq!(total, 60, "90 less ingest's scaled reserve of 30");
-    assert_eq!((c.violations, c.count(PathKind::Users, 403) + c.count(PathKind::Repos, 403)), (0, 0));
+    assert_eq!(
+        (
+            c.violations,
+            c.count(PathKind::Users, 403) + c.count(PathKind::Repos, 403)
+        ),
+        (0, 0)
+    );
 }
 
 #[tokio::test]
@@ -222,7 +363,13 @@ async fn gone_users_and_repos_complete_the_push_event_and_are_never_asked_again(
     let db = TestDb::new().await;
     import(&db, HOUR_2021).await;
     let c = db.pool.get().await.unwrap();
-    let row = c.query_one("SELECT actor_login, repo_name FROM push_events ORDER BY push_id LIMIT 1", &[]).await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT actor_login, repo_name FROM push_events ORDER BY push_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
     let (login, repo): (String, String) = (row.get(0), row.get(1));
     let sim = sim(HOUR_2021, |c| {
         c.gone_users = vec![login.clone()];
@@ -234,15 +381,44 @@ async fn gone_users_and_repos_complete_the_push_event_and_are_never_asked_again(
     enricher(&app, |_| {}).drain().await.unwrap();
 
     let pushes = db.count("SELECT count(*) FROM push_events").await;
-    assert_eq!(statuses(&db).await, (0, 0, pushes, 0), "gone entities complete their push events");
-    assert_eq!(db.count(&format!("SELECT count(*) FROM actors WHERE login = '{login}' AND status = 'gone'")).await, 1);
-    assert_eq!(db.count(&format!("SELECT count(*) FROM repositories WHERE full_name = '{repo}' AND status = 'gone'")).await, 1);
-    assert_eq!(db.count("SELECT sum(attempts) FROM push_events").await, 0, "no retry");
+    assert_eq!(
+        statuses(&db).await,
+        (0, 0, pushes, 0),
+        "gone entities complete their push events"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM actors WHERE login = '{login}' AND status = 'gone'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM repositories WHERE full_name = '{repo}' AND status = 'gone'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT sum(attempts) FROM push_events").await,
+        0,
+        "no retry"
+    );
 
-    c.execute("UPDATE push_events SET enrichment_status = 'pending'", &[]).await.unwrap();
-    enricher(&app, |o| o.cache_ttl = Duration::ZERO).drain().await.unwrap();
+    c.execute("UPDATE push_events SET enrichment_status = 'pending'", &[])
+        .await
+        .unwrap();
+    enricher(&app, |o| o.cache_ttl = Duration::ZERO)
+        .drain()
+        .await
+        .unwrap();
     let stats = sim.stats();
-    assert_eq!((stats.users[&login], stats.repos[&repo]), (1, 1), "gone is final, even with TTL 0");
+    assert_eq!(
+        (stats.users[&login], stats.repos[&repo]),
+        (1, 1),
+        "gone is final, even with TTL 0"
+    );
 }
 
 #[tokio::test]
@@ -285,7 +461,11 @@ async fn failed_attempts_back_off_and_end_in_failed_with_the_last_error() {
     let db = TestDb::new().await;
     import(&db, HOUR_2021).await;
     let sim = sim(HOUR_2021, |_| {}).await;
-    sim.inject(FaultRule::new("/repos/", 100_000, Fault::Status { code: 502 }));
+    sim.inject(FaultRule::new(
+        "/repos/",
+        100_000,
+        Fault::Status { code: 502 },
+    ));
     let clock = ManualClock::at(Utc::now());
     let app = app(&db, &sim, Arc::new(clock.clone()), &[]);
     let worker = enricher(&app, |o| o.max_attempts = 2);
@@ -294,13 +474,23 @@ async fn failed_attempts_back_off_and_end_in_failed_with_the_last_error() {
     let pushes = db.count("SELECT count(*) FROM push_events").await;
     assert_eq!(first.failed_attempts as i64, pushes);
     assert_eq!(statuses(&db).await.0, pushes, "pending again, later");
-    assert_eq!(worker.drain().await.unwrap().requests, 0, "not before next_attempt_at");
+    assert_eq!(
+        worker.drain().await.unwrap().requests,
+        0,
+        "not before next_attempt_at"
+    );
 
     clock.advance(Duration::from_secs(61));
     let second = worker.drain().await.unwrap();
     assert_eq!(second.failed_final as i64, pushes);
     assert_eq!(statuses(&db).await, (0, 0, 0, pushes));
-    assert_eq!(db.count("SELECT count(*) FROM push_events WHERE attempts = 2 AND last_error LIKE '%HTTP 502%'").await, pushes);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM push_events WHERE attempts = 2 AND last_error LIKE '%HTTP 502%'"
+        )
+        .await,
+        pushes
+    );
 }
 
 #[tokio::test]
@@ -311,8 +501,16 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
         c.poll_interval_secs = 1;
     })
     .await;
-    sim.inject(FaultRule::new("/users/", 100_000, Fault::Status { code: 500 }));
-    sim.inject(FaultRule::new("/repos/", 100_000, Fault::Status { code: 500 }));
+    sim.inject(FaultRule::new(
+        "/users/",
+        100_000,
+        Fault::Status { code: 500 },
+    ));
+    sim.inject(FaultRule::new(
+        "/repos/",
+        100_000,
+        Fault::Status { code: 500 },
+    ));
     let app = app(&db, &sim, Arc::new(TokioClock::new()), &[]);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let worker = enricher(&app, |_| {});
@@ -323,7 +521,8 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
     let first = ingestor.run_cycle().await.unwrap();
     assert_eq!(first.new_events, 100);
     // Wait (bounded) until enrichment has failed at least once.
-    let failing = "SELECT count(*) FROM push_events WHERE attempts >= 1 AND last_error LIKE '%HTTP 500%'";
+    let failing =
+        "SELECT count(*) FROM push_events WHERE attempts >= 1 AND last_error LIKE '%HTTP 500%'";
     tokio::time::timeout(Duration::from_secs(20), async {
         while db.count(failing).await == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -333,11 +532,28 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
     .expect("enrichment attempted and failed");
     sim.release(100);
     let second = ingestor.run_cycle().await.unwrap();
-    assert_eq!(second.new_events, 100, "ingest goes on while enrichment fails");
+    assert_eq!(
+        second.new_events, 100,
+        "ingest goes on while enrichment fails"
+    );
 
     stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), enrich_loop).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), enrich_loop)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 200);
-    assert!(db.count("SELECT count(*) FROM push_events WHERE attempts >= 1 AND last_error LIKE '%HTTP 500%'").await > 0);
-    assert_eq!(db.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'completed'").await, 0);
+    assert!(
+        db.count(
+            "SELECT count(*) FROM push_events WHERE attempts >= 1 AND last_error LIKE '%HTTP 500%'"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'completed'")
+            .await,
+        0
+    );
 }

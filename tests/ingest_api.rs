@@ -9,10 +9,10 @@ use ghevents::clock::{Clock, ManualClock};
 use ghevents::config::Config;
 use ghevents::github::{GithubError, RetryPolicy};
 use ghevents::ingest::{IngestError, Ingestor, Outcome};
+use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::{events_page, ids_of, page_body};
-use ghevents_tests::replay::{Reply, ReplayServer};
-use ghevents_tests::data_dir;
+use ghevents_tests::replay::{ReplayServer, Reply};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,14 @@ async fn harness_with(db: TestDb, token: Option<&str>) -> Harness {
     let app = app_for(&db, &gh, &clock, token);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let ingestor = app.ingestor(None, None, stop);
-    Harness { db, gh, clock, app, _stop: stop_tx, ingestor }
+    Harness {
+        db,
+        gh,
+        clock,
+        app,
+        _stop: stop_tx,
+        ingestor,
+    }
 }
 
 async fn harness() -> Harness {
@@ -52,7 +59,11 @@ fn app_for(db: &TestDb, gh: &ReplayServer, clock: &ManualClock, token: Option<&s
     })
     .unwrap();
     let mut ghc = github_config(&config);
-    ghc.retry = RetryPolicy { max_retries: 3, min_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) };
+    ghc.retry = RetryPolicy {
+        max_retries: 3,
+        min_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
     App::assemble(config, db.pool.clone(), Arc::new(clock.clone()), ghc).unwrap()
 }
 
@@ -115,7 +126,11 @@ async fn recorded_pages_are_stored_with_rate_headers_etag_and_poll_interval() {
     assert!(pushes_in_source > 0);
     // Trimmed 2026 pushes have no counts: NULL, not 0.
     let trimmed = h.db.count("SELECT count(*) FROM push_events WHERE created_at >= '2026-01-01' AND size IS NULL AND commit_count IS NULL AND distinct_size IS NULL").await;
-    assert_eq!(trimmed, h.db.count("SELECT count(*) FROM push_events WHERE created_at >= '2026-01-01'").await);
+    assert_eq!(
+        trimmed,
+        h.db.count("SELECT count(*) FROM push_events WHERE created_at >= '2026-01-01'")
+            .await
+    );
     assert!(trimmed > 0);
 
     // Rate headers persisted.
@@ -125,20 +140,48 @@ async fn recorded_pages_are_stored_with_rate_headers_etag_and_poll_interval() {
     assert_eq!(r.get::<_, i32>(1), 57);
     assert_eq!(r.get::<_, DateTime<Utc>>(2).timestamp(), 1587820042);
     // ETag and poll interval kept; the next poll is one interval away.
-    let p = c.query_one("SELECT etag, poll_interval_secs, next_poll_at FROM poll_state WHERE feed = 'events'", &[]).await.unwrap();
+    let p = c
+        .query_one(
+            "SELECT etag, poll_interval_secs, next_poll_at FROM poll_state WHERE feed = 'events'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(p.get::<_, String>(0), RECORDED_ETAG);
     assert_eq!(p.get::<_, i32>(1), 60);
-    assert_eq!(p.get::<_, DateTime<Utc>>(2), h.clock.now() + chrono::Duration::seconds(60));
+    assert_eq!(
+        p.get::<_, DateTime<Utc>>(2),
+        h.clock.now() + chrono::Duration::seconds(60)
+    );
 
     // What went on the wire.
     let got = h.gh.received_on("/events");
     assert_eq!(got[0].query.as_deref(), Some("per_page=100"));
-    assert_eq!(got[1].query.as_deref(), Some("page=2"), "page 2 follows the Link header");
-    let hdr = |i: usize, k: &str| got[i].headers.get(k).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        got[1].query.as_deref(),
+        Some("page=2"),
+        "page 2 follows the Link header"
+    );
+    let hdr = |i: usize, k: &str| {
+        got[i]
+            .headers
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
     assert!(hdr(0, "user-agent").unwrap().starts_with("ghevents/"));
-    assert_eq!(hdr(0, "accept").as_deref(), Some("application/vnd.github+json"));
-    assert_eq!(hdr(0, "x-github-api-version").as_deref(), Some("2022-11-28"));
-    assert_eq!(hdr(0, "authorization"), None, "anonymous without GITHUB_TOKEN");
+    assert_eq!(
+        hdr(0, "accept").as_deref(),
+        Some("application/vnd.github+json")
+    );
+    assert_eq!(
+        hdr(0, "x-github-api-version").as_deref(),
+        Some("2022-11-28")
+    );
+    assert_eq!(
+        hdr(0, "authorization"),
+        None,
+        "anonymous without GITHUB_TOKEN"
+    );
     assert_eq!(hdr(0, "if-none-match"), None, "nothing to revalidate yet");
 }
 
@@ -152,8 +195,17 @@ async fn a_304_stores_nothing_and_fetches_no_second_page() {
 
     h.later(61);
     // GitHub's real 304 (with its rate headers), then a page that must not be asked for.
-    h.gh.push("/events", Reply::pygithub(&recording("pygithub/ConditionalRequestUpdate.testDidNotUpdate.json"), 0));
-    h.gh.push("/events", events_page(&[1, 2, 3], "W/\"p2\"", 50, 1587820042, None));
+    h.gh.push(
+        "/events",
+        Reply::pygithub(
+            &recording("pygithub/ConditionalRequestUpdate.testDidNotUpdate.json"),
+            0,
+        ),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&[1, 2, 3], "W/\"p2\"", 50, 1587820042, None),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
 
     assert_eq!(s.outcome, Outcome::NotModified);
@@ -167,18 +219,46 @@ async fn a_304_stores_nothing_and_fetches_no_second_page() {
 #[tokio::test]
 async fn pagination_stops_at_the_first_page_holding_a_stored_event() {
     let h = harness().await;
-    h.gh.push("/events", events_page(&(100..110).collect::<Vec<_>>(), "W/\"a\"", 59, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(
+            &(100..110).collect::<Vec<_>>(),
+            "W/\"a\"",
+            59,
+            4102444800,
+            None,
+        ),
+    );
     h.ingestor.run_cycle().await.unwrap();
 
     h.later(61);
     let page2: Vec<i64> = (150..155).chain(105..110).collect();
-    h.gh.push("/events", events_page(&(200..210).rev().collect::<Vec<_>>(), "W/\"b\"", 58, 4102444800, Some(2)));
-    h.gh.push("/events", events_page(&page2, "W/\"c\"", 57, 4102444800, Some(3)));
-    h.gh.push("/events", events_page(&[1, 2], "W/\"d\"", 56, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(
+            &(200..210).rev().collect::<Vec<_>>(),
+            "W/\"b\"",
+            58,
+            4102444800,
+            Some(2),
+        ),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&page2, "W/\"c\"", 57, 4102444800, Some(3)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&[1, 2], "W/\"d\"", 56, 4102444800, None),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
 
     assert_eq!((s.requests, s.new_events, s.duplicates), (2, 15, 5));
-    assert_eq!(h.gh.pending("/events"), 1, "page 3 is not fetched after an overlap");
+    assert_eq!(
+        h.gh.pending("/events"),
+        1,
+        "page 3 is not fetched after an overlap"
+    );
     assert_eq!(h.events().await, 25);
 }
 
@@ -186,9 +266,21 @@ async fn pagination_stops_at_the_first_page_holding_a_stored_event() {
 async fn pagination_stops_at_page_three_even_when_the_link_says_more() {
     let h = harness().await;
     for (i, chunk) in (1..=300i64).collect::<Vec<_>>().chunks(100).enumerate() {
-        h.gh.push("/events", events_page(chunk, &format!("W/\"{i}\""), 59 - i as i32, 4102444800, Some(i as u32 + 2)));
+        h.gh.push(
+            "/events",
+            events_page(
+                chunk,
+                &format!("W/\"{i}\""),
+                59 - i as i32,
+                4102444800,
+                Some(i as u32 + 2),
+            ),
+        );
     }
-    h.gh.push("/events", events_page(&[999], "W/\"x\"", 50, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(&[999], "W/\"x\"", 50, 4102444800, None),
+    );
 
     let s = h.ingestor.run_cycle().await.unwrap();
 
@@ -202,7 +294,13 @@ async fn pagination_stops_at_page_three_even_when_the_link_says_more() {
 async fn a_primary_rate_limit_sends_nothing_until_reset() {
     let h = harness().await;
     // GitHub's real 403 with X-RateLimit-Remaining: 0 (no reset header in 2013: an hour).
-    h.gh.push("/events", Reply::pygithub(&recording("pygithub/SpecificExceptions.testRateLimitExceeded.json"), 1));
+    h.gh.push(
+        "/events",
+        Reply::pygithub(
+            &recording("pygithub/SpecificExceptions.testRateLimitExceeded.json"),
+            1,
+        ),
+    );
 
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!(s.outcome, Outcome::RateLimited);
@@ -214,14 +312,29 @@ async fn a_primary_rate_limit_sends_nothing_until_reset() {
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!((s.outcome, s.requests), (Outcome::NotDue, 0));
     let direct = h.app.github.get("/events", None, Purpose::Ingest).await;
-    assert!(matches!(direct, Err(GithubError::BudgetDenied(_))), "{direct:?}");
+    assert!(
+        matches!(direct, Err(GithubError::BudgetDenied(_))),
+        "{direct:?}"
+    );
     assert_eq!(h.gh.received().len(), 1);
 
     // After the reset the feed is polled again.
     h.clock.set(resume + chrono::Duration::seconds(1));
-    h.gh.push("/events", events_page(&[1, 2, 3], "W/\"a\"", 59, (resume + chrono::Duration::hours(1)).timestamp(), None));
+    h.gh.push(
+        "/events",
+        events_page(
+            &[1, 2, 3],
+            "W/\"a\"",
+            59,
+            (resume + chrono::Duration::hours(1)).timestamp(),
+            None,
+        ),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
-    assert_eq!((s.outcome, s.requests, s.new_events), (Outcome::Completed, 1, 3));
+    assert_eq!(
+        (s.outcome, s.requests, s.new_events),
+        (Outcome::Completed, 1, 3)
+    );
 }
 
 #[tokio::test]
@@ -238,32 +351,68 @@ async fn a_429_with_retry_after_is_respected() {
     );
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!(s.outcome, Outcome::RateLimited);
-    assert_eq!(s.resume_at, Some(h.clock.now() + chrono::Duration::seconds(120)));
+    assert_eq!(
+        s.resume_at,
+        Some(h.clock.now() + chrono::Duration::seconds(120))
+    );
 
     h.later(61);
     assert_eq!(h.ingestor.run_cycle().await.unwrap().requests, 0);
     let direct = h.app.github.get("/events", None, Purpose::Ingest).await;
-    assert!(matches!(direct, Err(GithubError::BudgetDenied(_))), "{direct:?}");
+    assert!(
+        matches!(direct, Err(GithubError::BudgetDenied(_))),
+        "{direct:?}"
+    );
     assert_eq!(h.gh.received().len(), 1, "nothing sent before Retry-After");
 
     h.later(60);
-    h.gh.push("/events", events_page(&[7, 8], "W/\"a\"", 40, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(&[7, 8], "W/\"a\"", 40, 4102444800, None),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
-    assert_eq!((s.outcome, s.requests, s.new_events), (Outcome::Completed, 1, 2));
+    assert_eq!(
+        (s.outcome, s.requests, s.new_events),
+        (Outcome::Completed, 1, 2)
+    );
 }
 
 #[tokio::test]
 async fn a_502_then_200_stores_each_event_once() {
     let h = harness().await;
-    h.gh.push("/events", Reply::new(502).body(r#"{"message":"Server Error"}"#));
-    h.gh.push("/events", events_page(&(1..=10).collect::<Vec<_>>(), "W/\"a\"", 58, 4102444800, None));
+    h.gh.push(
+        "/events",
+        Reply::new(502).body(r#"{"message":"Server Error"}"#),
+    );
+    h.gh.push(
+        "/events",
+        events_page(
+            &(1..=10).collect::<Vec<_>>(),
+            "W/\"a\"",
+            58,
+            4102444800,
+            None,
+        ),
+    );
 
     let s = h.ingestor.run_cycle().await.unwrap();
-    assert_eq!((s.outcome, s.requests, s.new_events), (Outcome::Completed, 2, 10));
+    assert_eq!(
+        (s.outcome, s.requests, s.new_events),
+        (Outcome::Completed, 2, 10)
+    );
 
     // The same page again (an ETag GitHub did not honour): stored once all the same.
     h.later(61);
-    h.gh.push("/events", events_page(&(1..=10).collect::<Vec<_>>(), "W/\"b\"", 57, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(
+            &(1..=10).collect::<Vec<_>>(),
+            "W/\"b\"",
+            57,
+            4102444800,
+            None,
+        ),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!((s.new_events, s.duplicates), (0, 10));
     assert_eq!(h.events().await, 10);
@@ -275,10 +424,26 @@ async fn persistent_5xx_ends_the_cycle_with_an_error_after_bounded_retries() {
     let h = harness().await;
     // GitHub's real 500 (a recorded exchange), more times than the retry policy allows.
     for _ in 0..5 {
-        h.gh.push("/events", Reply::pygithub(&recording("pygithub/Retry.testReturnsRepoAfter1Retry.json"), 0));
+        h.gh.push(
+            "/events",
+            Reply::pygithub(
+                &recording("pygithub/Retry.testReturnsRepoAfter1Retry.json"),
+                0,
+            ),
+        );
     }
     let err = h.ingestor.run_cycle().await.unwrap_err();
-    assert!(matches!(err, IngestError::Github(GithubError::Server { status: 500, attempts: 4, .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            IngestError::Github(GithubError::Server {
+                status: 500,
+                attempts: 4,
+                ..
+            })
+        ),
+        "{err}"
+    );
     assert_eq!(h.gh.pending("/events"), 1, "1 try + 3 retries");
     assert_eq!(h.events().await, 0);
 }
@@ -293,47 +458,89 @@ async fn a_truncated_page_is_rejected_whole_and_the_next_poll_stores_it() {
     h.gh.push("/events", cut);
 
     let err = h.ingestor.run_cycle().await.unwrap_err();
-    assert!(matches!(err, IngestError::MalformedPage { page: 1, .. }), "{err}");
-    assert_eq!(h.events().await, 0, "nothing from a malformed page is stored");
+    assert!(
+        matches!(err, IngestError::MalformedPage { page: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        h.events().await,
+        0,
+        "nothing from a malformed page is stored"
+    );
 
     h.later(61);
     h.gh.push("/events", full);
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!((s.outcome, s.new_events), (Outcome::Completed, 20));
     let got = h.gh.received_on("/events");
-    assert_eq!(got[1].headers.get("if-none-match"), None, "the ETag of a rejected page is not kept");
+    assert_eq!(
+        got[1].headers.get("if-none-match"),
+        None,
+        "the ETag of a rejected page is not kept"
+    );
 }
 
 #[tokio::test]
 async fn a_failure_between_pages_is_completed_by_the_rerun_without_duplicates() {
     let h = harness().await;
     let ids: Vec<i64> = (1..=300).rev().collect();
-    h.gh.push("/events", events_page(&ids[..100], "W/\"p1\"", 59, 4102444800, Some(2)));
+    h.gh.push(
+        "/events",
+        events_page(&ids[..100], "W/\"p1\"", 59, 4102444800, Some(2)),
+    );
     for _ in 0..4 {
-        h.gh.push("/events", Reply::new(500).body(r#"{"message":"Server Error"}"#));
+        h.gh.push(
+            "/events",
+            Reply::new(500).body(r#"{"message":"Server Error"}"#),
+        );
     }
     assert!(h.ingestor.run_cycle().await.is_err());
-    assert_eq!(h.events().await, 100, "the page stored before the failure is kept");
+    assert_eq!(
+        h.events().await,
+        100,
+        "the page stored before the failure is kept"
+    );
 
     // Rerun on an unchanged feed: page 1 is all duplicates, yet the walk goes on, because
     // the previous cycle did not complete.
     h.later(61);
-    h.gh.push("/events", events_page(&ids[..100], "W/\"p1\"", 50, 4102444800, Some(2)));
-    h.gh.push("/events", events_page(&ids[100..200], "W/\"p2\"", 49, 4102444800, Some(3)));
-    h.gh.push("/events", events_page(&ids[200..], "W/\"p3\"", 48, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(&ids[..100], "W/\"p1\"", 50, 4102444800, Some(2)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&ids[100..200], "W/\"p2\"", 49, 4102444800, Some(3)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&ids[200..], "W/\"p3\"", 48, 4102444800, None),
+    );
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!((s.requests, s.new_events, s.duplicates), (3, 200, 100));
     assert_eq!(h.events().await, 300);
     assert_eq!(h.pushes().await, 300);
     let rerun_first = &h.gh.received_on("/events")[5];
-    assert_eq!(rerun_first.headers.get("if-none-match"), None, "no ETag after an incomplete cycle");
+    assert_eq!(
+        rerun_first.headers.get("if-none-match"),
+        None,
+        "no ETag after an incomplete cycle"
+    );
 
     // The cycle completed: the next one is conditional again.
     h.later(61);
     h.gh.push("/events", Reply::new(304).header("x-poll-interval", "60"));
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!(s.outcome, Outcome::NotModified);
-    assert_eq!(h.gh.received_on("/events").last().unwrap().headers.get("if-none-match").unwrap(), "W/\"p1\"");
+    assert_eq!(
+        h.gh.received_on("/events")
+            .last()
+            .unwrap()
+            .headers
+            .get("if-none-match")
+            .unwrap(),
+        "W/\"p1\""
+    );
 }
 
 #[tokio::test]
@@ -342,8 +549,28 @@ async fn two_cycles_at_once_on_one_feed_store_each_event_once_without_error() {
     let second = app_for(&h.db, &h.gh, &h.clock, None);
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let other = second.ingestor(None, None, stop);
-    h.gh.push("/events", events_page(&(1..=50).collect::<Vec<_>>(), "W/\"a\"", 59, 4102444800, None).delay(Duration::from_millis(300)));
-    h.gh.push("/events", events_page(&(1..=50).collect::<Vec<_>>(), "W/\"a\"", 58, 4102444800, None).delay(Duration::from_millis(300)));
+    h.gh.push(
+        "/events",
+        events_page(
+            &(1..=50).collect::<Vec<_>>(),
+            "W/\"a\"",
+            59,
+            4102444800,
+            None,
+        )
+        .delay(Duration::from_millis(300)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(
+            &(1..=50).collect::<Vec<_>>(),
+            "W/\"a\"",
+            58,
+            4102444800,
+            None,
+        )
+        .delay(Duration::from_millis(300)),
+    );
 
     let (a, b) = tokio::join!(h.ingestor.run_cycle(), other.run_cycle());
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -351,7 +578,10 @@ async fn two_cycles_at_once_on_one_feed_store_each_event_once_without_error() {
     let mut outcomes = [a.outcome, b.outcome];
     outcomes.sort_by_key(|o| format!("{o:?}"));
     assert!(outcomes.contains(&Outcome::Completed), "{outcomes:?}");
-    assert!(outcomes.contains(&Outcome::Busy) || outcomes.contains(&Outcome::NotDue), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&Outcome::Busy) || outcomes.contains(&Outcome::NotDue),
+        "{outcomes:?}"
+    );
     assert_eq!(h.gh.received().len(), 1, "one request for one feed");
     assert_eq!(h.events().await, 50);
 }
@@ -360,7 +590,10 @@ async fn two_cycles_at_once_on_one_feed_store_each_event_once_without_error() {
 async fn the_run_loop_never_polls_sooner_than_x_poll_interval() {
     let h = harness().await;
     // A 200 announcing 60 s, then 304s announcing 120, 30 and 90 s.
-    h.gh.push("/events", events_page(&[1, 2, 3], "W/\"a\"", 59, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(&[1, 2, 3], "W/\"a\"", 59, 4102444800, None),
+    );
     for secs in [120, 30, 90, 60] {
         h.gh.push(
             "/events",
@@ -393,7 +626,11 @@ async fn the_run_loop_never_polls_sooner_than_x_poll_interval() {
     let at: Vec<DateTime<Utc>> = h.gh.received_on("/events").iter().map(|r| r.at).collect();
     assert_eq!(at.len(), 5);
     let gaps: Vec<i64> = at.windows(2).map(|w| (w[1] - w[0]).num_seconds()).collect();
-    assert_eq!(gaps, vec![60, 120, 30, 90], "each wait is the interval the previous answer announced");
+    assert_eq!(
+        gaps,
+        vec![60, 120, 30, 90],
+        "each wait is the interval the previous answer announced"
+    );
 }
 
 /// A writer that keeps everything logged, to search it afterwards.
@@ -423,35 +660,72 @@ async fn the_token_never_reaches_the_logs_or_the_errors() {
 
     let h = harness_with(TestDb::new().await, Some(TOKEN)).await;
     for _ in 0..4 {
-        h.gh.push("/events", Reply::new(500).body(r#"{"message":"Server Error"}"#));
+        h.gh.push(
+            "/events",
+            Reply::new(500).body(r#"{"message":"Server Error"}"#),
+        );
     }
     let e1 = h.ingestor.run_cycle().await.unwrap_err().to_string();
     h.later(61);
-    h.gh.push("/events", Reply::new(401).body(r#"{"message":"Bad credentials"}"#));
+    h.gh.push(
+        "/events",
+        Reply::new(401).body(r#"{"message":"Bad credentials"}"#),
+    );
     let e2 = h.ingestor.run_cycle().await.unwrap_err().to_string();
     h.later(61);
-    h.gh.push("/events", events_page(&[1], "W/\"a\"", 4999, 4102444800, None).header("x-ratelimit-limit", "5000"));
+    h.gh.push(
+        "/events",
+        events_page(&[1], "W/\"a\"", 4999, 4102444800, None).header("x-ratelimit-limit", "5000"),
+    );
     h.ingestor.run_cycle().await.unwrap();
 
     let got = h.gh.received_on("/events");
-    assert_eq!(got[0].headers.get("authorization").unwrap(), &format!("Bearer {TOKEN}"), "the token is used");
+    assert_eq!(
+        got[0].headers.get("authorization").unwrap(),
+        &format!("Bearer {TOKEN}"),
+        "the token is used"
+    );
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("GitHub request"), "debug logs were captured");
     for haystack in [&text, &e1, &e2, &format!("{:?}", h.app.config)] {
-        assert!(!haystack.contains("Sup3rSecret"), "token leaked into: {haystack}");
+        assert!(
+            !haystack.contains("Sup3rSecret"),
+            "token leaked into: {haystack}"
+        );
     }
-    let identity: String = h.db.pool.get().await.unwrap().query_one("SELECT identity FROM rate_limit_state", &[]).await.unwrap().get(0);
-    assert!(identity.starts_with("token:") && !identity.contains("Sup3r"), "{identity}");
+    let identity: String =
+        h.db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT identity FROM rate_limit_state", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(
+        identity.starts_with("token:") && !identity.contains("Sup3r"),
+        "{identity}"
+    );
 }
 
 #[tokio::test]
 async fn the_body_of_a_page_is_kept_byte_for_byte_in_jsonb_form() {
     let h = harness().await;
     let body = page_body(&[42]);
-    h.gh.push("/events", events_page(&[42], "W/\"a\"", 59, 4102444800, None));
+    h.gh.push(
+        "/events",
+        events_page(&[42], "W/\"a\"", 59, 4102444800, None),
+    );
     h.ingestor.run_cycle().await.unwrap();
     let stored: serde_json::Value =
-        h.db.pool.get().await.unwrap().query_one("SELECT raw FROM github_events WHERE event_id = 42", &[]).await.unwrap().get(0);
+        h.db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT raw FROM github_events WHERE event_id = 42", &[])
+            .await
+            .unwrap()
+            .get(0);
     let sent: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
     assert_eq!(stored, sent[0]);
 }

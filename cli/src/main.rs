@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "ghevents", version, about = "Ingest GitHub's public events into Postgres")]
+#[command(
+    name = "ghevents",
+    version,
+    about = "Ingest GitHub's public events into Postgres"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,8 +67,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -99,7 +106,9 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         println!("migrations applied: {applied}");
         return Ok(ExitCode::SUCCESS);
     }
-    let app = App::start(config, clock.clone(), 16).await.context("starting")?;
+    let app = App::start(config, clock.clone(), 16)
+        .await
+        .context("starting")?;
     match cli.command {
         Command::Migrate => unreachable!("handled above"),
         Command::Ingest { once: true } => {
@@ -200,14 +209,18 @@ async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
 async fn import(app: &App, files: &[PathBuf], batch_size: usize) -> Result<ExitCode> {
     let mut any_rejected = false;
     for path in files {
-        let total = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+        let total = std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
         let progress = Arc::new(Progress::default());
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_message(path.display().to_string());
             bar
@@ -232,7 +245,11 @@ async fn import(app: &App, files: &[PathBuf], batch_size: usize) -> Result<ExitC
         print_import(&summary);
         any_rejected |= summary.rejected_total() > 0;
     }
-    Ok(if any_rejected { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if any_rejected {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_import(s: &ImportSummary) {
@@ -248,7 +265,12 @@ fn print_import(s: &ImportSummary) {
     );
     for (code, r) in &s.rejected {
         let lines: Vec<String> = r.first_lines.iter().map(u64::to_string).collect();
-        println!("  rejected {code}: {} ({}), first lines: {}", r.count, r.message, lines.join(", "));
+        println!(
+            "  rejected {code}: {} ({}), first lines: {}",
+            r.count,
+            r.message,
+            lines.join(", ")
+        );
     }
 }
 
@@ -274,8 +296,16 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let t = |d: Option<chrono::DateTime<chrono::Utc>>| d.map_or("never".to_owned(), |d| d.to_rfc3339());
-    println!("rate budget ({}): {}/{} remaining, used {}, resets {}", app.budget.identity(), budget.remaining, budget.limit, budget.used, t(budget.reset_at));
+    let t =
+        |d: Option<chrono::DateTime<chrono::Utc>>| d.map_or("never".to_owned(), |d| d.to_rfc3339());
+    println!(
+        "rate budget ({}): {}/{} remaining, used {}, resets {}",
+        app.budget.identity(),
+        budget.remaining,
+        budget.limit,
+        budget.used,
+        t(budget.reset_at)
+    );
     println!(
         "  split: ingest may use {}, enrichment {} (ingest reserve {}); in flight {}; secondary-limit wait until {}",
         budget.available(Purpose::Ingest, reserve, now),
@@ -288,7 +318,9 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         println!("feed: never polled");
     }
     for p in &polls {
-        let etag_age = p.etag_updated_at.map(|u| format!("{}s", (now - u).num_seconds()));
+        let etag_age = p
+            .etag_updated_at
+            .map(|u| format!("{}s", (now - u).num_seconds()));
         println!(
             "feed {}: last poll {}, result {}, next poll {}, interval {}s, ETag {} (age {})",
             p.feed,
@@ -303,7 +335,10 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             println!("  last error: {e}");
         }
     }
-    println!("events: {} {:?}", counts.events_total, counts.events_by_parse_status);
+    println!(
+        "events: {} {:?}",
+        counts.events_total, counts.events_by_parse_status
+    );
     println!(
         "push events: {} {:?}; not enqueued {}; oldest pending {}",
         counts.push_events_total,

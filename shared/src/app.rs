@@ -3,8 +3,8 @@
 use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::github::{identity_of, GithubClient, GithubConfig};
 use crate::enrich::{EnrichOptions, Enricher};
+use crate::github::{identity_of, GithubClient, GithubConfig};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::raw::{InlineRaw, PushQueue, RawStore};
 use crate::store::{self, PgBudget, StoreError};
@@ -32,27 +32,50 @@ pub struct App {
 
 impl App {
     /// Connects (lazily) and applies pending migrations.
-    pub async fn start(config: Config, clock: Arc<dyn Clock>, pool_size: usize) -> Result<Self, WiringError> {
+    pub async fn start(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        pool_size: usize,
+    ) -> Result<Self, WiringError> {
         let pool = store::pool(config.require_database_url()?, pool_size)?;
         store::migrate(&pool).await?;
         Self::with_pool(config, pool, clock)
     }
 
-    pub fn with_pool(config: Config, pool: Pool, clock: Arc<dyn Clock>) -> Result<Self, WiringError> {
+    pub fn with_pool(
+        config: Config,
+        pool: Pool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, WiringError> {
         let gh = github_config(&config);
         Self::assemble(config, pool, clock, gh)
     }
 
     /// As [`App::with_pool`], with the GitHub client's settings given (timeouts, retries).
-    pub fn assemble(config: Config, pool: Pool, clock: Arc<dyn Clock>, gh: GithubConfig) -> Result<Self, WiringError> {
+    pub fn assemble(
+        config: Config,
+        pool: Pool,
+        clock: Arc<dyn Clock>,
+        gh: GithubConfig,
+    ) -> Result<Self, WiringError> {
         let budget = Arc::new(PgBudget::new(
             pool.clone(),
             identity_of(config.github_token.as_ref()),
             config.default_rate_limit(),
             config.ingest_reserve,
         ));
-        let github = Arc::new(GithubClient::new(gh, budget.clone() as Arc<dyn Budget>, clock.clone())?);
-        Ok(Self { config, pool, budget, github, clock })
+        let github = Arc::new(GithubClient::new(
+            gh,
+            budget.clone() as Arc<dyn Budget>,
+            clock.clone(),
+        )?);
+        Ok(Self {
+            config,
+            pool,
+            budget,
+            github,
+            clock,
+        })
     }
 
     pub fn ingestor(

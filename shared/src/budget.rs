@@ -39,7 +39,10 @@ pub enum Observation {
     /// The primary limit is spent (403/429 with remaining 0): nothing until reset.
     PrimaryExhausted(RateInfo),
     /// A secondary limit: nothing before `wait` from now.
-    Secondary { rate: Option<RateInfo>, wait: Option<Duration> },
+    Secondary {
+        rate: Option<RateInfo>,
+        wait: Option<Duration>,
+    },
     /// The request went out but no headers came back (timeout, connection closed, …).
     NoHeaders,
 }
@@ -54,10 +57,18 @@ pub enum BudgetError {
 #[async_trait::async_trait]
 pub trait Budget: Send + Sync {
     /// Takes one unit for `purpose`, or says why not and until when.
-    async fn acquire(&self, purpose: Purpose, now: DateTime<Utc>) -> Result<Result<(), Denied>, BudgetError>;
+    async fn acquire(
+        &self,
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Denied>, BudgetError>;
     /// Reconciles after a request that `acquire` allowed; returns the moment before which
     /// nothing may be sent when the observation blocks requests.
-    async fn observe(&self, obs: Observation, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, BudgetError>;
+    async fn observe(
+        &self,
+        obs: Observation,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, BudgetError>;
 }
 
 /// The budget as last known: the logic every adapter applies, under its own lock.
@@ -94,7 +105,11 @@ impl State {
 
     /// Units `purpose` may still take in this window.
     pub fn available(&self, purpose: Purpose, reserve_per_60: u32, now: DateTime<Utc>) -> i32 {
-        let remaining = if self.window_over(now) { self.limit } else { self.remaining };
+        let remaining = if self.window_over(now) {
+            self.limit
+        } else {
+            self.remaining
+        };
         let floor = match purpose {
             Purpose::Ingest => 0,
             Purpose::Enrich => enrich_floor(reserve_per_60, self.limit),
@@ -107,7 +122,12 @@ impl State {
     }
 
     /// Takes one unit, or says why not. Denials change nothing.
-    pub fn acquire(&mut self, purpose: Purpose, reserve_per_60: u32, now: DateTime<Utc>) -> Result<(), Denied> {
+    pub fn acquire(
+        &mut self,
+        purpose: Purpose,
+        reserve_per_60: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), Denied> {
         if let Some(until) = self.retry_after_until.filter(|u| *u > now) {
             return Err(Denied::RetryAfter { until });
         }
@@ -154,8 +174,10 @@ impl State {
                 }
                 self.secondary_strikes += 1;
                 let wait = wait.unwrap_or_else(|| secondary_wait(self.secondary_strikes));
-                let until = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-                self.retry_after_until = Some(self.retry_after_until.map_or(until, |u| u.max(until)));
+                let until =
+                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+                self.retry_after_until =
+                    Some(self.retry_after_until.map_or(until, |u| u.max(until)));
                 self.retry_after_until
             }
         }
@@ -175,7 +197,11 @@ impl State {
         // Units taken here that GitHub has not counted yet: more taken than GitHub's `used`,
         // and still in flight (a 304 GitHub did not charge is neither).
         let same_window = self.reset_at == Some(r.reset) || self.reset_at.is_none();
-        let unseen = if same_window { (self.used - used).clamp(0, self.in_flight) } else { self.in_flight };
+        let unseen = if same_window {
+            (self.used - used).clamp(0, self.in_flight)
+        } else {
+            self.in_flight
+        };
         self.limit = r.limit;
         self.remaining = (r.remaining - unseen).max(0);
         self.used = used + unseen;
@@ -192,7 +218,10 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn new(limit: i32, reserve_per_60: u32, now: DateTime<Utc>) -> Self {
-        Self { state: std::sync::Mutex::new(State::unknown(limit, now)), reserve_per_60 }
+        Self {
+            state: std::sync::Mutex::new(State::unknown(limit, now)),
+            reserve_per_60,
+        }
     }
     pub fn snapshot(&self) -> State {
         self.state.lock().expect("budget lock").clone()
@@ -201,10 +230,22 @@ impl MemoryBudget {
 
 #[async_trait::async_trait]
 impl Budget for MemoryBudget {
-    async fn acquire(&self, purpose: Purpose, now: DateTime<Utc>) -> Result<Result<(), Denied>, BudgetError> {
-        Ok(self.state.lock().expect("budget lock").acquire(purpose, self.reserve_per_60, now))
+    async fn acquire(
+        &self,
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Denied>, BudgetError> {
+        Ok(self
+            .state
+            .lock()
+            .expect("budget lock")
+            .acquire(purpose, self.reserve_per_60, now))
     }
-    async fn observe(&self, obs: Observation, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, BudgetError> {
+    async fn observe(
+        &self,
+        obs: Observation,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, BudgetError> {
         Ok(self.state.lock().expect("budget lock").observe(obs, now))
     }
 }
@@ -236,7 +277,13 @@ mod tests {
     }
 
     fn rate(limit: i32, remaining: i32, used: Option<i32>, reset: DateTime<Utc>) -> RateInfo {
-        RateInfo { limit, remaining, used, reset, resource: "core".into() }
+        RateInfo {
+            limit,
+            remaining,
+            used,
+            reset,
+            resource: "core".into(),
+        }
     }
 
     #[test]
@@ -248,7 +295,10 @@ mod tests {
             enrich += 1;
         }
         assert_eq!(enrich, 40);
-        assert_eq!(s.acquire(Purpose::Enrich, 20, t(1)), Err(Denied::Exhausted { until: t(3600) }));
+        assert_eq!(
+            s.acquire(Purpose::Enrich, 20, t(1)),
+            Err(Denied::Exhausted { until: t(3600) })
+        );
         let mut ingest = 0;
         while s.acquire(Purpose::Ingest, 20, t(1)).is_ok() {
             ingest += 1;
@@ -294,9 +344,15 @@ mod tests {
     fn primary_limit_blocks_until_reset() {
         let mut s = State::unknown(60, t(0));
         s.acquire(Purpose::Ingest, 0, t(0)).unwrap();
-        let until = s.observe(Observation::PrimaryExhausted(rate(60, 0, Some(60), t(900))), t(1));
+        let until = s.observe(
+            Observation::PrimaryExhausted(rate(60, 0, Some(60), t(900))),
+            t(1),
+        );
         assert_eq!(until, Some(t(900)));
-        assert_eq!(s.acquire(Purpose::Ingest, 0, t(899)), Err(Denied::Exhausted { until: t(900) }));
+        assert_eq!(
+            s.acquire(Purpose::Ingest, 0, t(899)),
+            Err(Denied::Exhausted { until: t(900) })
+        );
         assert!(s.acquire(Purpose::Ingest, 0, t(900)).is_ok());
     }
 
@@ -304,12 +360,30 @@ mod tests {
     fn secondary_limit_honours_retry_after_then_backs_off() {
         let mut s = State::unknown(60, t(0));
         s.acquire(Purpose::Ingest, 0, t(0)).unwrap();
-        let until = s.observe(Observation::Secondary { rate: None, wait: Some(Duration::from_secs(30)) }, t(0));
+        let until = s.observe(
+            Observation::Secondary {
+                rate: None,
+                wait: Some(Duration::from_secs(30)),
+            },
+            t(0),
+        );
         assert_eq!(until, Some(t(30)));
-        assert_eq!(s.acquire(Purpose::Ingest, 0, t(29)), Err(Denied::RetryAfter { until: t(30) }));
+        assert_eq!(
+            s.acquire(Purpose::Ingest, 0, t(29)),
+            Err(Denied::RetryAfter { until: t(30) })
+        );
         s.acquire(Purpose::Ingest, 0, t(30)).unwrap();
         // Second strike without Retry-After: 120 s.
-        assert_eq!(s.observe(Observation::Secondary { rate: None, wait: None }, t(30)), Some(t(150)));
+        assert_eq!(
+            s.observe(
+                Observation::Secondary {
+                    rate: None,
+                    wait: None
+                },
+                t(30)
+            ),
+            Some(t(150))
+        );
         s.acquire(Purpose::Ingest, 0, t(150)).unwrap();
         s.observe(Observation::Headers(rate(60, 57, Some(3), t(3600))), t(151));
         assert_eq!(s.secondary_strikes, 0);

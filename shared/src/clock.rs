@@ -23,7 +23,10 @@ pub struct TokioClock {
 
 impl TokioClock {
     pub fn new() -> Self {
-        Self { base_utc: Utc::now(), base_instant: tokio::time::Instant::now() }
+        Self {
+            base_utc: Utc::now(),
+            base_instant: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -86,7 +89,9 @@ mod tests {
 
     #[tokio::test]
     async fn manual_clock_moves_only_when_told() {
-        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
         let clock = ManualClock::at(t0);
         assert_eq!(clock.now(), t0);
         clock.sleep(Duration::from_secs(5)).await;

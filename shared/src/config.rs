@@ -8,7 +8,11 @@ pub enum ConfigError {
     #[error("{0} is not set")]
     Missing(&'static str),
     #[error("{name}={value:?} is invalid: {reason}")]
-    Invalid { name: &'static str, value: String, reason: String },
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +59,26 @@ impl Config {
         let raw_payload_store = match get("RAW_PAYLOAD_STORE").as_deref() {
             None | Some("postgres") => RawPayloadStore::Postgres,
             Some("s3") => RawPayloadStore::S3,
-            Some(other) => return Err(invalid("RAW_PAYLOAD_STORE", other, "expected postgres or s3")),
+            Some(other) => {
+                return Err(invalid(
+                    "RAW_PAYLOAD_STORE",
+                    other,
+                    "expected postgres or s3",
+                ))
+            }
         };
         let raw_payload_bucket = get("RAW_PAYLOAD_BUCKET");
         if raw_payload_store == RawPayloadStore::S3 && raw_payload_bucket.is_none() {
             return Err(ConfigError::Missing("RAW_PAYLOAD_BUCKET"));
         }
-        let github_api_url = get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
+        let github_api_url =
+            get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
         if !(github_api_url.starts_with("http://") || github_api_url.starts_with("https://")) {
-            return Err(invalid("GITHUB_API_URL", &github_api_url, "expected an http(s) URL"));
+            return Err(invalid(
+                "GITHUB_API_URL",
+                &github_api_url,
+                "expected an http(s) URL",
+            ));
         }
         Ok(Self {
             database_url: get("DATABASE_URL"),
@@ -81,7 +96,9 @@ impl Config {
     }
 
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {
-        self.database_url.as_deref().ok_or(ConfigError::Missing("DATABASE_URL"))
+        self.database_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("DATABASE_URL"))
     }
 
     /// GitHub's documented limit for this identity, assumed until a response says otherwise.
@@ -95,16 +112,27 @@ impl Config {
 }
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { name, value: value.to_owned(), reason: reason.to_owned() }
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
-fn num<T: std::str::FromStr>(get: Lookup<'_>, name: &'static str, default: T) -> Result<T, ConfigError>
+fn num<T: std::str::FromStr>(
+    get: Lookup<'_>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
     match get(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|e: T::Err| invalid(name, &v, &e.to_string())),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| invalid(name, &v, &e.to_string())),
     }
 }
 
@@ -115,7 +143,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(&move |k| m.get(k).cloned())
     }
 
@@ -125,7 +156,10 @@ mod tests {
         assert_eq!(c.github_api_url, "https://api.github.com");
         assert_eq!((c.ingest_reserve, c.enrich_max_attempts), (20, 5));
         assert_eq!(c.default_rate_limit(), 60);
-        assert!(matches!(c.require_database_url(), Err(ConfigError::Missing("DATABASE_URL"))));
+        assert!(matches!(
+            c.require_database_url(),
+            Err(ConfigError::Missing("DATABASE_URL"))
+        ));
     }
 
     #[test]
@@ -139,7 +173,10 @@ mod tests {
     #[test]
     fn the_token_is_redacted_in_debug_output() {
         let c = cfg(&[("GITHUB_TOKEN", "ghp_supersecretvalue")]).unwrap();
-        assert_eq!(c.github_token.as_ref().unwrap().expose_secret(), "ghp_supersecretvalue");
+        assert_eq!(
+            c.github_token.as_ref().unwrap().expose_secret(),
+            "ghp_supersecretvalue"
+        );
         assert!(!format!("{c:?}").contains("supersecret"));
         assert_eq!(c.default_rate_limit(), 5000);
     }

@@ -108,7 +108,10 @@ pub struct Enricher {
 
 impl Enricher {
     /// The queue path: enriches these push ids (duplicates and unknown ids included).
-    pub async fn process_push_ids(&self, ids: &[i64]) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+    pub async fn process_push_ids(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         let now = self.clock.now();
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -119,7 +122,10 @@ impl Enricher {
                 Some(Claim::Done) => out.push((*id, ItemOutcome::AlreadyDone)),
                 Some(Claim::Busy) => out.push((
                     *id,
-                    ItemOutcome::Failed { retryable: true, error: "being enriched by another worker".into() },
+                    ItemOutcome::Failed {
+                        retryable: true,
+                        error: "being enriched by another worker".into(),
+                    },
                 )),
                 Some(Claim::Unknown) | None => out.push((*id, ItemOutcome::UnknownPushId)),
             }
@@ -135,7 +141,9 @@ impl Enricher {
         let before = self.github.requests_sent();
         loop {
             let now = self.clock.now();
-            let items = work::claim_due(&self.pool, now, now + self.lease(), self.options.batch_size).await?;
+            let items =
+                work::claim_due(&self.pool, now, now + self.lease(), self.options.batch_size)
+                    .await?;
             if items.is_empty() {
                 break;
             }
@@ -144,8 +152,12 @@ impl Enricher {
                 match outcome {
                     ItemOutcome::Completed => s.completed += 1,
                     ItemOutcome::Gone => s.gone += 1,
-                    ItemOutcome::Failed { retryable: true, .. } => s.failed_attempts += 1,
-                    ItemOutcome::Failed { retryable: false, .. } => s.failed_final += 1,
+                    ItemOutcome::Failed {
+                        retryable: true, ..
+                    } => s.failed_attempts += 1,
+                    ItemOutcome::Failed {
+                        retryable: false, ..
+                    } => s.failed_final += 1,
                     ItemOutcome::Deferred { until } => {
                         s.deferred += 1;
                         s.deferred_until = Some(until);
@@ -173,7 +185,10 @@ impl Enricher {
     }
 
     /// Drains, then waits for the next row to fall due (or the budget to reset), until `stop`.
-    pub async fn run_loop(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), EnrichError> {
+    pub async fn run_loop(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), EnrichError> {
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -195,8 +210,14 @@ impl Enricher {
             };
             // New rows arrive from ingest at any time: look again within a few seconds.
             let soon = now + chrono::Duration::seconds(5);
-            let wake = summary.deferred_until.or(next).map_or(soon, |t| t.min(soon).max(now));
-            let wait = (wake - now).to_std().unwrap_or_default().max(Duration::from_millis(200));
+            let wake = summary
+                .deferred_until
+                .or(next)
+                .map_or(soon, |t| t.min(soon).max(now));
+            let wait = (wake - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_millis(200));
             tokio::select! {
                 _ = self.clock.sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -216,18 +237,28 @@ impl Enricher {
         // share one (a name deleted and taken again), and the answer's id says which it is.
         let mut wanted: BTreeMap<(Kind, String), (String, BTreeSet<i64>)> = BTreeMap::new();
         for i in &items {
-            for (kind, name, id) in [(Kind::Actor, &i.actor_login, i.actor_id), (Kind::Repo, &i.repo_name, i.repo_id)] {
-                wanted.entry((kind, name.to_lowercase())).or_insert_with(|| (name.clone(), BTreeSet::new())).1.insert(id);
+            for (kind, name, id) in [
+                (Kind::Actor, &i.actor_login, i.actor_id),
+                (Kind::Repo, &i.repo_name, i.repo_id),
+            ] {
+                wanted
+                    .entry((kind, name.to_lowercase()))
+                    .or_insert_with(|| (name.clone(), BTreeSet::new()))
+                    .1
+                    .insert(id);
             }
         }
         // Once the budget says wait, nothing more is sent in this batch.
         let deferred: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
-        let per_name: Vec<Vec<((Kind, i64), Entity)>> = futures::stream::iter(wanted.into_iter())
+        let per_name: Vec<Vec<((Kind, i64), Entity)>> = futures::stream::iter(wanted)
             .map(|((kind, _), (name, ids))| {
                 let deferred = &deferred;
                 async move {
                     if let Some(until) = *deferred.lock().expect("lock") {
-                        return Ok(ids.iter().map(|id| ((kind, *id), Entity::Deferred(until))).collect());
+                        return Ok(ids
+                            .iter()
+                            .map(|id| ((kind, *id), Entity::Deferred(until)))
+                            .collect());
                     }
                     let found = self.ensure(kind, &name, &ids).await?;
                     for e in found.values() {
@@ -248,19 +279,35 @@ impl Enricher {
 
         let now = self.clock.now();
         let mut out = Vec::with_capacity(items.len());
-        let (mut done, mut gone, mut defer): (Vec<i64>, Vec<i64>, BTreeMap<DateTime<Utc>, Vec<i64>>) = Default::default();
+        let (mut done, mut gone) = (Vec::new(), Vec::new());
+        let mut defer: BTreeMap<DateTime<Utc>, Vec<i64>> = BTreeMap::new();
         for i in &items {
             let a = &results[&(Kind::Actor, i.actor_id)];
             let r = &results[&(Kind::Repo, i.repo_id)];
             match (a, r) {
-                (Entity::Deferred(u), _) | (_, Entity::Deferred(u)) => defer.entry(*u).or_default().push(i.push_id),
+                (Entity::Deferred(u), _) | (_, Entity::Deferred(u)) => {
+                    defer.entry(*u).or_default().push(i.push_id)
+                }
                 (Entity::Failed(e), _) | (_, Entity::Failed(e)) => {
                     let retry_at = now + backoff(i.attempts + 1);
-                    let failed = work::fail_attempt(&self.pool, i.push_id, e, retry_at, self.options.max_attempts).await?;
+                    let failed = work::fail_attempt(
+                        &self.pool,
+                        i.push_id,
+                        e,
+                        retry_at,
+                        self.options.max_attempts,
+                    )
+                    .await?;
                     if failed {
                         warn!(push_id = i.push_id, error = %e, error_code = "enrich_failed", "enrichment failed for good");
                     }
-                    out.push((i.push_id, ItemOutcome::Failed { retryable: !failed, error: e.clone() }));
+                    out.push((
+                        i.push_id,
+                        ItemOutcome::Failed {
+                            retryable: !failed,
+                            error: e.clone(),
+                        },
+                    ));
                 }
                 (Entity::Gone, _) | (_, Entity::Gone) => gone.push(i.push_id),
                 (Entity::Ok, Entity::Ok) => done.push(i.push_id),
@@ -272,7 +319,10 @@ impl Enricher {
         }
         for (until, ids) in &defer {
             work::defer(&self.pool, ids, *until).await?;
-            out.extend(ids.iter().map(|id| (*id, ItemOutcome::Deferred { until: *until })));
+            out.extend(
+                ids.iter()
+                    .map(|id| (*id, ItemOutcome::Deferred { until: *until })),
+            );
         }
         out.extend(done.into_iter().map(|id| (id, ItemOutcome::Completed)));
         out.extend(gone.into_iter().map(|id| (id, ItemOutcome::Gone)));
@@ -281,7 +331,12 @@ impl Enricher {
 
     /// Makes the cache entries of one login or repository name current (for every id seen
     /// under it), with at most one request.
-    async fn ensure(&self, kind: Kind, name: &str, ids: &BTreeSet<i64>) -> Result<HashMap<i64, Entity>, EnrichError> {
+    async fn ensure(
+        &self,
+        kind: Kind,
+        name: &str,
+        ids: &BTreeSet<i64>,
+    ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
             if let Some(all) = self.settled(kind, name, ids).await? {
@@ -306,10 +361,18 @@ impl Enricher {
 
     /// `Some` when the cache already answers for every id: fresh, gone for good, or gone
     /// because the name was recently answered with another id.
-    async fn settled(&self, kind: Kind, name: &str, ids: &BTreeSet<i64>) -> Result<Option<HashMap<i64, Entity>>, EnrichError> {
+    async fn settled(
+        &self,
+        kind: Kind,
+        name: &str,
+        ids: &BTreeSet<i64>,
+    ) -> Result<Option<HashMap<i64, Entity>>, EnrichError> {
         let now = self.clock.now();
-        let ttl = chrono::Duration::from_std(self.options.cache_ttl).unwrap_or(chrono::Duration::MAX);
-        let fresh_since = now.checked_sub_signed(ttl).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let ttl =
+            chrono::Duration::from_std(self.options.cache_ttl).unwrap_or(chrono::Duration::MAX);
+        let fresh_since = now
+            .checked_sub_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut out = HashMap::with_capacity(ids.len());
         let mut unknown = Vec::new();
         for id in ids {
@@ -338,7 +401,12 @@ impl Enricher {
         Ok(Some(out))
     }
 
-    async fn fetch_leased(&self, kind: Kind, name: &str, ids: &BTreeSet<i64>) -> Result<HashMap<i64, Entity>, EnrichError> {
+    async fn fetch_leased(
+        &self,
+        kind: Kind,
+        name: &str,
+        ids: &BTreeSet<i64>,
+    ) -> Result<HashMap<i64, Entity>, EnrichError> {
         if let Some(all) = self.settled(kind, name, ids).await? {
             return Ok(all);
         }
@@ -360,30 +428,43 @@ impl Enricher {
             .and_then(|(_, e)| e.etag.as_deref());
         let answer = self.github.get(&path, etag, Purpose::Enrich).await;
         let now = self.clock.now();
-        let all = |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
+        let all =
+            |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
         Ok(match answer {
-            Ok(Fetched::Ok { body, etag, .. }) => match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v) => {
-                    let answered = v.get("id").and_then(|x| x.as_i64());
-                    if let Some(owner) = answered.filter(|a| !ids.contains(a)) {
-                        // The answer is about whoever holds the name now: keep it for them.
-                        cache::put_ok(&self.pool, kind, owner, name, &v, etag.as_deref(), now).await?;
-                    }
-                    let mut out = HashMap::with_capacity(ids.len());
-                    for id in ids {
-                        if answered.is_none_or(|a| a == *id) {
-                            cache::put_ok(&self.pool, kind, *id, name, &v, etag.as_deref(), now).await?;
-                            out.insert(*id, Entity::Ok);
-                        } else {
-                            // The name now belongs to another account or repository: ours is gone.
-                            cache::put_gone(&self.pool, kind, *id, name, now).await?;
-                            out.insert(*id, Entity::Gone);
+            Ok(Fetched::Ok { body, etag, .. }) => {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => {
+                        let answered = v.get("id").and_then(|x| x.as_i64());
+                        if let Some(owner) = answered.filter(|a| !ids.contains(a)) {
+                            // The answer is about whoever holds the name now: keep it for them.
+                            cache::put_ok(&self.pool, kind, owner, name, &v, etag.as_deref(), now)
+                                .await?;
                         }
+                        let mut out = HashMap::with_capacity(ids.len());
+                        for id in ids {
+                            if answered.is_none_or(|a| a == *id) {
+                                cache::put_ok(
+                                    &self.pool,
+                                    kind,
+                                    *id,
+                                    name,
+                                    &v,
+                                    etag.as_deref(),
+                                    now,
+                                )
+                                .await?;
+                                out.insert(*id, Entity::Ok);
+                            } else {
+                                // The name now belongs to another account or repository: ours is gone.
+                                cache::put_gone(&self.pool, kind, *id, name, now).await?;
+                                out.insert(*id, Entity::Gone);
+                            }
+                        }
+                        out
                     }
-                    out
+                    Err(e) => all(Entity::Failed(format!("{path}: invalid JSON: {e}"))),
                 }
-                Err(e) => all(Entity::Failed(format!("{path}: invalid JSON: {e}"))),
-            },
+            }
             Ok(Fetched::NotModified { .. }) => {
                 let mut out = HashMap::with_capacity(ids.len());
                 for id in ids {
@@ -408,7 +489,10 @@ impl Enricher {
             Err(e) => match e.wait_until() {
                 Some(until) => all(Entity::Deferred(until)),
                 None => {
-                    if !matches!(e, GithubError::Server { .. } | GithubError::Transport { .. }) {
+                    if !matches!(
+                        e,
+                        GithubError::Server { .. } | GithubError::Transport { .. }
+                    ) {
                         warn!(path = %path, error_code = e.code(), error = %e, "enrichment request failed");
                     }
                     all(Entity::Failed(e.to_string()))

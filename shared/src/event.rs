@@ -18,7 +18,10 @@ pub enum ParseError {
     #[error("missing field `{0}`")]
     MissingField(&'static str),
     #[error("field `{field}` is not {expected}")]
-    WrongType { field: &'static str, expected: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
 }
 
 impl ParseError {
@@ -118,11 +121,18 @@ pub fn parse_event_str(text: &str) -> Result<Parsed, ParseError> {
     })?;
     let event_id = match env.id {
         None => return Err(ParseError::MissingField("id")),
-        Some(raw) => id_of(raw).ok_or(ParseError::WrongType { field: "id", expected: "an integer id" })?,
+        Some(raw) => id_of(raw).ok_or(ParseError::WrongType {
+            field: "id",
+            expected: "an integer id",
+        })?,
     };
     let mut row = EventRow {
         event_id,
-        event_type: env.event_type.as_ref().and_then(Value::as_str).map(str::to_owned),
+        event_type: env
+            .event_type
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         actor_id: None,
         actor_login: None,
         repo_id: None,
@@ -161,7 +171,12 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
     let event_type = match v.event_type {
         None => return Err(ParseError::MissingField("type")),
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(ParseError::WrongType { field: "type", expected: "a string" }),
+        Some(_) => {
+            return Err(ParseError::WrongType {
+                field: "type",
+                expected: "a string",
+            })
+        }
     };
     // A PushEvent must say who pushed where; other types (GistEvent, FollowEvent, …) may
     // lack a repo or an actor id and keep what they have. A field of the wrong type is an
@@ -181,9 +196,17 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
     let created_at = match v.created_at {
         None => return Err(ParseError::MissingField("created_at")),
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map_err(|_| ParseError::WrongType { field: "created_at", expected: "an RFC 3339 timestamp" })?
+            .map_err(|_| ParseError::WrongType {
+                field: "created_at",
+                expected: "an RFC 3339 timestamp",
+            })?
             .to_utc(),
-        Some(_) => return Err(ParseError::WrongType { field: "created_at", expected: "a string" }),
+        Some(_) => {
+            return Err(ParseError::WrongType {
+                field: "created_at",
+                expected: "a string",
+            })
+        }
     };
     row.created_at = Some(created_at);
     if event_type != "PushEvent" {
@@ -195,7 +218,10 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
         match payload.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ParseError::WrongType { field: name, expected: "a string" }),
+            Some(_) => Err(ParseError::WrongType {
+                field: name,
+                expected: "a string",
+            }),
         }
     };
     let opt_int = |k: &'static str, name: &'static str| -> Result<Option<i32>, ParseError> {
@@ -205,13 +231,21 @@ fn read_rest(v: &View<'_>, row: &mut EventRow) -> Result<Option<PushRow>, ParseE
                 .as_i64()
                 .and_then(|n| i32::try_from(n).ok())
                 .map(Some)
-                .ok_or(ParseError::WrongType { field: name, expected: "an integer" }),
+                .ok_or(ParseError::WrongType {
+                    field: name,
+                    expected: "an integer",
+                }),
         }
     };
     let commit_count = match payload.get("commits") {
         None | Some(Value::Null) => None,
         Some(Value::Array(a)) => Some(i32::try_from(a.len()).unwrap_or(i32::MAX)),
-        Some(_) => return Err(ParseError::WrongType { field: "payload.commits", expected: "an array" }),
+        Some(_) => {
+            return Err(ParseError::WrongType {
+                field: "payload.commits",
+                expected: "an array",
+            })
+        }
     };
     Ok(Some(PushRow {
         push_id,
@@ -239,14 +273,21 @@ fn present_object(
 ) -> Result<Option<serde_json::Map<String, Value>>, ParseError> {
     let parsed = match raw {
         None => Value::Null,
-        Some(raw) => serde_json::from_str::<Value>(raw.get())
-            .map_err(|_| ParseError::WrongType { field, expected: "an object" })?,
+        Some(raw) => {
+            serde_json::from_str::<Value>(raw.get()).map_err(|_| ParseError::WrongType {
+                field,
+                expected: "an object",
+            })?
+        }
     };
     match parsed {
         Value::Object(m) => Ok(Some(m)),
         Value::Null if required => Err(ParseError::MissingField(field)),
         Value::Null => Ok(None),
-        _ => Err(ParseError::WrongType { field, expected: "an object" }),
+        _ => Err(ParseError::WrongType {
+            field,
+            expected: "an object",
+        }),
     }
 }
 
@@ -256,7 +297,10 @@ fn int_field(
     name: &'static str,
     required: bool,
 ) -> Result<Option<i64>, ParseError> {
-    let wrong = ParseError::WrongType { field: name, expected: "an integer" };
+    let wrong = ParseError::WrongType {
+        field: name,
+        expected: "an integer",
+    };
     match m.get(key) {
         None | Some(Value::Null) if required => Err(ParseError::MissingField(name)),
         None | Some(Value::Null) => Ok(None),
@@ -276,7 +320,10 @@ fn str_field(
         None | Some(Value::Null) if required => Err(ParseError::MissingField(name)),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ParseError::WrongType { field: name, expected: "a string" }),
+        Some(_) => Err(ParseError::WrongType {
+            field: name,
+            expected: "a string",
+        }),
     }
 }
 
@@ -309,12 +356,26 @@ mod tests {
         let p = push(TRIMMED);
         assert_eq!(p.push_id, 34950197608);
         assert_eq!(p.event_id, 12660541189);
-        assert_eq!((p.repo_id, p.repo_name.as_str()), (1251357380, "francods9-tech/customers"));
-        assert_eq!((p.actor_id, p.actor_login.as_str()), (280740748, "francods9-tech"));
+        assert_eq!(
+            (p.repo_id, p.repo_name.as_str()),
+            (1251357380, "francods9-tech/customers")
+        );
+        assert_eq!(
+            (p.actor_id, p.actor_login.as_str()),
+            (280740748, "francods9-tech")
+        );
         assert_eq!(p.git_ref.as_deref(), Some("refs/heads/main"));
-        assert_eq!(p.before.as_deref(), Some("8475abe0ec483ea5c0697e2ab9a3dd595fa3f3df"));
-        assert_eq!((p.size, p.distinct_size, p.commit_count), (None, None, None));
-        let Parsed::Push(e, _) = parse_event_str(TRIMMED).unwrap() else { unreachable!() };
+        assert_eq!(
+            p.before.as_deref(),
+            Some("8475abe0ec483ea5c0697e2ab9a3dd595fa3f3df")
+        );
+        assert_eq!(
+            (p.size, p.distinct_size, p.commit_count),
+            (None, None, None)
+        );
+        let Parsed::Push(e, _) = parse_event_str(TRIMMED).unwrap() else {
+            unreachable!()
+        };
         assert_eq!(e.org_id, Some(1005263));
         assert_eq!(e.public, Some(true));
     }
@@ -322,7 +383,10 @@ mod tests {
     #[test]
     fn full_2015_payload_keeps_counts() {
         let p = push(FULL_2015);
-        assert_eq!((p.size, p.distinct_size, p.commit_count), (Some(1), Some(1), Some(1)));
+        assert_eq!(
+            (p.size, p.distinct_size, p.commit_count),
+            (Some(1), Some(1), Some(1))
+        );
         assert_eq!(p.created_at.to_rfc3339(), "2015-01-01T00:00:00+00:00");
     }
 
@@ -330,18 +394,30 @@ mod tests {
     fn payload_of_2012_has_no_before_nor_distinct_size() {
         let p = push(NO_BEFORE_2012);
         assert_eq!(p.before, None);
-        assert_eq!((p.size, p.distinct_size, p.commit_count), (Some(2), None, Some(2)));
+        assert_eq!(
+            (p.size, p.distinct_size, p.commit_count),
+            (Some(2), None, Some(2))
+        );
     }
 
     #[test]
     fn an_event_without_id_cannot_be_stored() {
         let old_timeline = r#"{"actor":"hayajo","type":"PushEvent","created_at":"2012-10-13T00:00:17-07:00","repository":{"id":5960315},"payload":{"shas":[]}}"#;
-        assert_eq!(parse_event_str(old_timeline), Err(ParseError::MissingField("id")));
+        assert_eq!(
+            parse_event_str(old_timeline),
+            Err(ParseError::MissingField("id"))
+        );
         assert_eq!(parse_event_str("[1,2]"), Err(ParseError::NotAnObject));
-        assert!(matches!(parse_event_str("{\"id\":"), Err(ParseError::InvalidJson(_))));
+        assert!(matches!(
+            parse_event_str("{\"id\":"),
+            Err(ParseError::InvalidJson(_))
+        ));
         assert_eq!(
             parse_event_str(r#"{"id":"abc","type":"PushEvent"}"#),
-            Err(ParseError::WrongType { field: "id", expected: "an integer id" })
+            Err(ParseError::WrongType {
+                field: "id",
+                expected: "an integer id"
+            })
         );
     }
 
@@ -361,9 +437,17 @@ mod tests {
     #[test]
     fn an_actor_that_is_not_an_object_fails_whatever_the_type() {
         for t in ["PushEvent", "WatchEvent"] {
-            let text = format!(r#"{{"id":"1","type":"{t}","actor":"hayajo","repo":{{"id":1,"name":"a/b"}},"created_at":"2015-01-01T00:00:00Z"}}"#);
+            let text = format!(
+                r#"{{"id":"1","type":"{t}","actor":"hayajo","repo":{{"id":1,"name":"a/b"}},"created_at":"2015-01-01T00:00:00Z"}}"#
+            );
             match parse_event_str(&text).unwrap() {
-                Parsed::Failed(_, err) => assert_eq!(err, ParseError::WrongType { field: "actor", expected: "an object" }),
+                Parsed::Failed(_, err) => assert_eq!(
+                    err,
+                    ParseError::WrongType {
+                        field: "actor",
+                        expected: "an object"
+                    }
+                ),
                 other => panic!("expected failure, got {other:?}"),
             }
         }
@@ -384,7 +468,9 @@ mod tests {
 
     #[test]
     fn numeric_ids_and_offset_timestamps_are_accepted() {
-        let text = FULL_2015.replace("\"id\":\"2489368070\"", "\"id\":2489368070").replace("2015-01-01T00:00:00Z", "2014-12-31T17:00:00-07:00");
+        let text = FULL_2015
+            .replace("\"id\":\"2489368070\"", "\"id\":2489368070")
+            .replace("2015-01-01T00:00:00Z", "2014-12-31T17:00:00-07:00");
         let p = push(&text);
         assert_eq!(p.event_id, 2489368070);
         assert_eq!(p.created_at.to_rfc3339(), "2015-01-01T00:00:00+00:00");
@@ -392,13 +478,24 @@ mod tests {
 
     #[test]
     fn reads_every_line_of_the_2026_sample() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/gharchive/2026-06-01-15-sample7.jsonl");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/gharchive/2026-06-01-15-sample7.jsonl");
         let Ok(text) = std::fs::read_to_string(&path) else {
             panic!("sample data missing at {}", path.display());
         };
-        let parsed: Vec<Parsed> = text.split('\n').filter(|l| !l.is_empty()).map(|l| parse_event_str(l).unwrap()).collect();
+        let parsed: Vec<Parsed> = text
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| parse_event_str(l).unwrap())
+            .collect();
         assert_eq!(parsed.len(), 7);
-        assert_eq!(parsed.iter().filter(|p| matches!(p, Parsed::Push(..))).count(), 3);
+        assert_eq!(
+            parsed
+                .iter()
+                .filter(|p| matches!(p, Parsed::Push(..)))
+                .count(),
+            3
+        );
         assert!(parsed.iter().all(|p| !matches!(p, Parsed::Failed(..))));
     }
 }

@@ -82,7 +82,9 @@ struct Counting<R> {
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -103,19 +105,34 @@ pub async fn import_file(
     progress: Arc<Progress>,
     now: DateTime<Utc>,
 ) -> Result<ImportSummary, ImportError> {
-    let io_err = |source| ImportError::Io { path: path.to_owned(), source };
+    let io_err = |source| ImportError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::open(path).map_err(io_err)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2);
     let gz = path.extension().is_some_and(|e| e == "gz");
     let reader_progress = progress.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        let counted = Counting { inner: file, progress: reader_progress.clone() };
-        let inner: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) };
+        let counted = Counting {
+            inner: file,
+            progress: reader_progress.clone(),
+        };
+        let inner: Box<dyn Read> = if gz {
+            Box::new(flate2::read::MultiGzDecoder::new(counted))
+        } else {
+            Box::new(counted)
+        };
         let mut r = BufReader::with_capacity(1 << 20, inner);
         let mut line_no = 0u64;
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            let mut batch = Batch { events: Vec::with_capacity(batch_size), rejects: Vec::new(), lines: 0, blank: 0 };
+            let mut batch = Batch {
+                events: Vec::with_capacity(batch_size),
+                rejects: Vec::new(),
+                lines: 0,
+                blank: 0,
+            };
             let mut eof = false;
             while batch.events.len() < batch_size {
                 buf.clear();
@@ -136,7 +153,9 @@ pub async fn import_file(
                 let text = match std::str::from_utf8(&buf) {
                     Ok(t) => t.trim_end_matches(['\n', '\r']),
                     Err(e) => {
-                        batch.rejects.push((line_no, ParseError::InvalidJson(format!("not UTF-8: {e}"))));
+                        batch
+                            .rejects
+                            .push((line_no, ParseError::InvalidJson(format!("not UTF-8: {e}"))));
                         continue;
                     }
                 };
@@ -145,7 +164,10 @@ pub async fn import_file(
                     continue;
                 }
                 match parse_event_str(text) {
-                    Ok(parsed) => batch.events.push(EventInsert { parsed, raw: RawRef::Inline(text.to_owned()) }),
+                    Ok(parsed) => batch.events.push(EventInsert {
+                        parsed,
+                        raw: RawRef::Inline(text.to_owned()),
+                    }),
                     Err(e) => batch.rejects.push((line_no, e)),
                 }
             }
@@ -156,7 +178,10 @@ pub async fn import_file(
         }
     });
 
-    let mut summary = ImportSummary { file: path.display().to_string(), ..Default::default() };
+    let mut summary = ImportSummary {
+        file: path.display().to_string(),
+        ..Default::default()
+    };
     while let Some(batch) = rx.recv().await {
         let batch = batch.map_err(io_err)?;
         summary.lines += batch.lines;

@@ -13,7 +13,8 @@ pub struct TestDb {
 
 /// The server tests create their databases on.
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// `url` with its database name replaced.
@@ -22,7 +23,10 @@ pub fn with_dbname(url: &str, db: &str) -> String {
         Some((h, q)) => (h, Some(q)),
         None => (url, None),
     };
-    let scheme_end = head.find("://").map(|i| i + 3).expect("DATABASE_URL must be a postgres:// URL");
+    let scheme_end = head
+        .find("://")
+        .map(|i| i + 3)
+        .expect("DATABASE_URL must be a postgres:// URL");
     let base = match head[scheme_end..].find('/') {
         Some(i) => &head[..scheme_end + i],
         None => head,
@@ -54,14 +58,30 @@ impl TestDb {
         crate::init_tracing();
         let admin_url = admin_url();
         let name = format!("ghevents_test_{:016x}", rand::thread_rng().gen::<u64>());
-        admin_client(&admin_url).await.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
+        admin_client(&admin_url)
+            .await
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .expect("create database");
         let url = with_dbname(&admin_url, &name);
         let pool = ghevents::store::pool(&url, 8).expect("pool");
-        Self { name, url, admin_url, pool }
+        Self {
+            name,
+            url,
+            admin_url,
+            pool,
+        }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.pool.get().await.unwrap().query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 }
 
@@ -71,10 +91,15 @@ impl Drop for TestDb {
         self.pool.close();
         // Drop runs inside the test's runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let c = admin_client(&admin).await;
-                let _ = c.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[]).await;
+                let _ = c
+                    .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+                    .await;
             });
         })
         .join();
@@ -87,8 +112,14 @@ mod tests {
 
     #[test]
     fn replaces_only_the_database_name() {
-        assert_eq!(with_dbname("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_dbname("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_dbname("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_dbname("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(with_dbname("postgresql://h:1", "x"), "postgresql://h:1/x");
     }
 }

@@ -8,7 +8,10 @@ fn template() -> Value {
     let path = crate::data_dir().join("api-recordings/events-2026-07-19.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let events: Vec<Value> = serde_json::from_str(&text).expect("recording is a JSON array");
-    events.into_iter().find(|e| e["type"] == "PushEvent").expect("a PushEvent in the recording")
+    events
+        .into_iter()
+        .find(|e| e["type"] == "PushEvent")
+        .expect("a PushEvent in the recording")
 }
 
 /// A PushEvent with event id `id` and push id `id + 1_000_000_000`.
@@ -26,7 +29,13 @@ pub fn page_body(ids: &[i64]) -> Vec<u8> {
 
 /// A 200 page of `/events` as GitHub sends it: ETag, rate headers, poll interval and, when
 /// `next_page` is given, a Link to it.
-pub fn events_page(ids: &[i64], etag: &str, remaining: i32, reset: i64, next_page: Option<u32>) -> Reply {
+pub fn events_page(
+    ids: &[i64],
+    etag: &str,
+    remaining: i32,
+    reset: i64,
+    next_page: Option<u32>,
+) -> Reply {
     let mut r = Reply::new(200)
         .header("content-type", "application/json; charset=utf-8")
         .header("etag", etag)
@@ -49,5 +58,7 @@ pub fn events_page(ids: &[i64], etag: &str, remaining: i32, reset: i64, next_pag
 /// The ids of a recorded `/events` body.
 pub fn ids_of(body: &[u8]) -> Vec<i64> {
     let v: Vec<Value> = serde_json::from_slice(body).expect("array");
-    v.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect()
+    v.iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect()
 }

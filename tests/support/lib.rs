@@ -14,7 +14,10 @@ pub fn init_tracing() {
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "debug".into()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug".into()),
+                )
                 .with_test_writer()
                 .try_init();
         }
@@ -31,14 +34,20 @@ pub fn data_dir() -> PathBuf {
     let dir = std::env::var_os("GHEVENTS_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/data"));
-    assert!(dir.join("gharchive").is_dir(), "GitHub data not found at {} (set GHEVENTS_DATA_DIR)", dir.display());
+    assert!(
+        dir.join("gharchive").is_dir(),
+        "GitHub data not found at {} (set GHEVENTS_DATA_DIR)",
+        dir.display()
+    );
     dir
 }
 
 /// The `ghevents` binary, built on first use.
 pub fn ghevents_bin() -> PathBuf {
     static BUILD: Once = Once::new();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
     BUILD.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = std::process::Command::new(cargo)

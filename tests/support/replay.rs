@@ -24,7 +24,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Vec::new(), delay: None }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: None,
+        }
     }
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
@@ -40,19 +45,31 @@ impl Reply {
         self
     }
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Exchange `index` of a PyGithub recording (`{status, response_headers: [[k, v]],
     /// response_body}`), as GitHub sent it (transfer headers dropped: the body is re-sent plain).
     pub fn pygithub(path: &Path, index: usize) -> Self {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let v: Value = serde_json::from_str(&text).expect("recording is JSON");
         let ex = &v[index];
         let mut r = Reply::new(ex["status"].as_u64().expect("status") as u16);
         for pair in ex["response_headers"].as_array().expect("headers") {
             let (k, val) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
-            if !["content-encoding", "transfer-encoding", "content-length", "status", "connection"].contains(&k.to_ascii_lowercase().as_str()) {
+            if ![
+                "content-encoding",
+                "transfer-encoding",
+                "content-length",
+                "status",
+                "connection",
+            ]
+            .contains(&k.to_ascii_lowercase().as_str())
+            {
                 r.headers.push((k.to_owned(), val.to_owned()));
             }
         }
@@ -92,14 +109,22 @@ pub struct ReplayServer {
 
 impl ReplayServer {
     pub async fn start(clock: Arc<dyn Clock>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Shared {
-            inner: Arc::new(Mutex::new(Inner { script: HashMap::new(), received: Vec::new(), unexpected: Vec::new() })),
+            inner: Arc::new(Mutex::new(Inner {
+                script: HashMap::new(),
+                received: Vec::new(),
+                unexpected: Vec::new(),
+            })),
             clock,
             url: Arc::new(url.clone()),
         };
-        let app = axum::Router::new().fallback(handle).with_state(shared.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -108,7 +133,14 @@ impl ReplayServer {
 
     /// Queues `reply` for the next request to `path` (the path without its query).
     pub fn push(&self, path: &str, reply: Reply) {
-        self.shared.inner.lock().unwrap().script.entry(path.to_owned()).or_default().push_back(reply);
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .script
+            .entry(path.to_owned())
+            .or_default()
+            .push_back(reply);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -116,7 +148,10 @@ impl ReplayServer {
     }
 
     pub fn received_on(&self, path: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 
     /// Requests no reply was scripted for.
@@ -125,7 +160,13 @@ impl ReplayServer {
     }
 
     pub fn pending(&self, path: &str) -> usize {
-        self.shared.inner.lock().unwrap().script.get(path).map_or(0, VecDeque::len)
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .script
+            .get(path)
+            .map_or(0, VecDeque::len)
     }
 }
 
@@ -140,10 +181,17 @@ async fn handle(State(s): State<Shared>, req: Request) -> Response {
     let query = req.uri().query().map(str::to_owned);
     let reply = {
         let mut inner = s.inner.lock().unwrap();
-        inner.received.push(Received { path: path.clone(), query: query.clone(), headers: req.headers().clone(), at: s.clock.now() });
+        inner.received.push(Received {
+            path: path.clone(),
+            query: query.clone(),
+            headers: req.headers().clone(),
+            at: s.clock.now(),
+        });
         let next = inner.script.get_mut(&path).and_then(VecDeque::pop_front);
         if next.is_none() {
-            inner.unexpected.push(format!("{path}?{}", query.unwrap_or_default()));
+            inner
+                .unexpected
+                .push(format!("{path}?{}", query.unwrap_or_default()));
         }
         next
     };

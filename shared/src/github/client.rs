@@ -22,7 +22,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_retries: 3, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+        Self {
+            max_retries: 3,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+        }
     }
 }
 
@@ -71,7 +75,10 @@ pub enum Fetched {
         rate: Option<RateInfo>,
     },
     /// 304: what we hold is current.
-    NotModified { poll_interval: Option<Duration>, rate: Option<RateInfo> },
+    NotModified {
+        poll_interval: Option<Duration>,
+        rate: Option<RateInfo>,
+    },
     /// 404 or 410: the user or repository is gone.
     Gone { status: u16 },
 }
@@ -83,9 +90,18 @@ pub enum GithubError {
     #[error("primary rate limit reached (HTTP {status}); requests resume at {reset}")]
     PrimaryRateLimit { status: u16, reset: DateTime<Utc> },
     #[error("secondary rate limit (HTTP {status}); nothing is sent before {until}: {message}")]
-    SecondaryRateLimit { status: u16, until: DateTime<Utc>, message: String },
+    SecondaryRateLimit {
+        status: u16,
+        until: DateTime<Utc>,
+        message: String,
+    },
     #[error("GitHub answered HTTP {status} for {path} ({attempts} attempts): {message}")]
-    Server { status: u16, path: String, attempts: usize, message: String },
+    Server {
+        status: u16,
+        path: String,
+        attempts: usize,
+        message: String,
+    },
     #[error("request for {path} failed ({attempts} attempts): {source}")]
     Transport {
         path: String,
@@ -94,7 +110,11 @@ pub enum GithubError {
         source: reqwest::Error,
     },
     #[error("GitHub answered HTTP {status} for {path}: {message}")]
-    Client { status: u16, path: String, message: String },
+    Client {
+        status: u16,
+        path: String,
+        message: String,
+    },
     #[error("response body for {path} is larger than {limit} bytes")]
     BodyTooLarge { path: String, limit: usize },
     #[error("refusing to follow {url}: not under {base}")]
@@ -106,7 +126,12 @@ pub enum GithubError {
 impl GithubError {
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, GithubError::Client { .. } | GithubError::ForeignUrl { .. } | GithubError::BodyTooLarge { .. })
+        !matches!(
+            self,
+            GithubError::Client { .. }
+                | GithubError::ForeignUrl { .. }
+                | GithubError::BodyTooLarge { .. }
+        )
     }
 
     /// The moment before which no request should be sent, for rate-limit cases.
@@ -135,7 +160,10 @@ impl GithubError {
     }
 
     fn is_transient(&self) -> bool {
-        matches!(self, GithubError::Server { .. } | GithubError::Transport { .. })
+        matches!(
+            self,
+            GithubError::Server { .. } | GithubError::Transport { .. }
+        )
     }
 }
 
@@ -151,10 +179,20 @@ pub struct GithubClient {
 }
 
 impl GithubClient {
-    pub fn new(cfg: GithubConfig, budget: Arc<dyn Budget>, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        cfg: GithubConfig,
+        budget: Arc<dyn Budget>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, reqwest::Error> {
         let mut default_headers = HeaderMap::new();
-        default_headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
-        default_headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        default_headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/vnd.github+json"),
+        );
+        default_headers.insert(
+            "x-github-api-version",
+            HeaderValue::from_static("2022-11-28"),
+        );
         let http = reqwest::Client::builder()
             .user_agent(concat!("ghevents/", env!("CARGO_PKG_VERSION")))
             .default_headers(default_headers)
@@ -190,10 +228,18 @@ impl GithubClient {
 
     /// GETs `target` (a path such as `/events?per_page=100`, or an absolute URL under the base
     /// URL taken from a `Link` header), conditionally when `etag` is given.
-    pub async fn get(&self, target: &str, etag: Option<&str>, purpose: Purpose) -> Result<Fetched, GithubError> {
+    pub async fn get(
+        &self,
+        target: &str,
+        etag: Option<&str>,
+        purpose: Purpose,
+    ) -> Result<Fetched, GithubError> {
         let url = if target.starts_with("http://") || target.starts_with("https://") {
             if !target.starts_with(&format!("{}/", self.base)) {
-                return Err(GithubError::ForeignUrl { url: target.to_owned(), base: self.base.clone() });
+                return Err(GithubError::ForeignUrl {
+                    url: target.to_owned(),
+                    base: self.base.clone(),
+                });
             }
             target.to_owned()
         } else {
@@ -215,7 +261,13 @@ impl GithubClient {
         .await
     }
 
-    async fn attempt(&self, url: &str, etag: Option<&str>, purpose: Purpose, attempt: usize) -> Result<Fetched, GithubError> {
+    async fn attempt(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        purpose: Purpose,
+        attempt: usize,
+    ) -> Result<Fetched, GithubError> {
         let path = path_of(url);
         if let Err(denied) = self.budget.acquire(purpose, self.clock.now()).await? {
             return Err(GithubError::BudgetDenied(denied));
@@ -232,8 +284,14 @@ impl GithubClient {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(source) => {
-                self.budget.observe(Observation::NoHeaders, self.clock.now()).await?;
-                return Err(GithubError::Transport { path, attempts: attempt, source });
+                self.budget
+                    .observe(Observation::NoHeaders, self.clock.now())
+                    .await?;
+                return Err(GithubError::Transport {
+                    path,
+                    attempts: attempt,
+                    source,
+                });
             }
         };
         let status = resp.status();
@@ -244,11 +302,18 @@ impl GithubClient {
             Ok(b) => b,
             Err(ReadError::TooLarge) => {
                 self.observe_ordinary(rate.clone(), now).await?;
-                return Err(GithubError::BodyTooLarge { path, limit: self.max_body });
+                return Err(GithubError::BodyTooLarge {
+                    path,
+                    limit: self.max_body,
+                });
             }
             Err(ReadError::Http(source)) => {
                 self.observe_ordinary(rate.clone(), now).await?;
-                return Err(GithubError::Transport { path, attempts: attempt, source });
+                return Err(GithubError::Transport {
+                    path,
+                    attempts: attempt,
+                    source,
+                });
             }
         };
         if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
@@ -256,17 +321,41 @@ impl GithubClient {
             let wait = headers::retry_after(&h, now);
             if wait.is_none() && headers::remaining_is_zero(&h) {
                 // Older answers carry no reset: GitHub's window is an hour.
-                let r = rate.clone().unwrap_or_else(|| RateInfo::exhausted_without_reset(&h, now));
+                let r = rate
+                    .clone()
+                    .unwrap_or_else(|| RateInfo::exhausted_without_reset(&h, now));
                 let reset = r.reset;
-                self.budget.observe(Observation::PrimaryExhausted(r), now).await?;
+                self.budget
+                    .observe(Observation::PrimaryExhausted(r), now)
+                    .await?;
                 warn!(status = status.as_u16(), resume_at = %reset, error_code = "primary_rate_limit", "GitHub rate limit reached");
-                return Err(GithubError::PrimaryRateLimit { status: status.as_u16(), reset });
+                return Err(GithubError::PrimaryRateLimit {
+                    status: status.as_u16(),
+                    reset,
+                });
             }
-            if wait.is_some() || message.to_ascii_lowercase().contains("secondary rate limit") {
-                let blocked = self.budget.observe(Observation::Secondary { rate: rate.clone(), wait }, now).await?;
+            if wait.is_some()
+                || message
+                    .to_ascii_lowercase()
+                    .contains("secondary rate limit")
+            {
+                let blocked = self
+                    .budget
+                    .observe(
+                        Observation::Secondary {
+                            rate: rate.clone(),
+                            wait,
+                        },
+                        now,
+                    )
+                    .await?;
                 let until = blocked.unwrap_or_else(|| now + chrono::Duration::seconds(60));
                 warn!(status = status.as_u16(), resume_at = %until, error_code = "secondary_rate_limit", "GitHub secondary rate limit");
-                return Err(GithubError::SecondaryRateLimit { status: status.as_u16(), until, message });
+                return Err(GithubError::SecondaryRateLimit {
+                    status: status.as_u16(),
+                    until,
+                    message,
+                });
             }
         }
         self.observe_ordinary(rate.clone(), now).await?;
@@ -279,14 +368,32 @@ impl GithubClient {
                 poll_interval,
                 rate,
             }),
-            304 => Ok(Fetched::NotModified { poll_interval, rate }),
-            404 | 410 => Ok(Fetched::Gone { status: status.as_u16() }),
-            s @ 500..=599 => Err(GithubError::Server { status: s, path, attempts: attempt, message: message_of(&body) }),
-            s => Err(GithubError::Client { status: s, path, message: message_of(&body) }),
+            304 => Ok(Fetched::NotModified {
+                poll_interval,
+                rate,
+            }),
+            404 | 410 => Ok(Fetched::Gone {
+                status: status.as_u16(),
+            }),
+            s @ 500..=599 => Err(GithubError::Server {
+                status: s,
+                path,
+                attempts: attempt,
+                message: message_of(&body),
+            }),
+            s => Err(GithubError::Client {
+                status: s,
+                path,
+                message: message_of(&body),
+            }),
         }
     }
 
-    async fn observe_ordinary(&self, rate: Option<RateInfo>, now: DateTime<Utc>) -> Result<(), GithubError> {
+    async fn observe_ordinary(
+        &self,
+        rate: Option<RateInfo>,
+        now: DateTime<Utc>,
+    ) -> Result<(), GithubError> {
         let obs = match rate {
             Some(r) => Observation::Headers(r),
             None => Observation::NoHeaders,
@@ -330,7 +437,10 @@ fn message_of(body: &[u8]) -> String {
 }
 
 fn path_of(url: &str) -> String {
-    match url.find("://").and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j)) {
+    match url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
+    {
         Some(start) => url[start..].to_owned(),
         None => url.to_owned(),
     }

@@ -27,7 +27,13 @@ impl RateInfo {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("core")
             .to_owned();
-        Some(Self { limit, remaining, used, reset, resource })
+        Some(Self {
+            limit,
+            remaining,
+            used,
+            reset,
+            resource,
+        })
     }
 }
 
@@ -38,13 +44,22 @@ impl RateInfo {
             .get("x-ratelimit-limit")
             .and_then(|v| v.to_str().ok()?.trim().parse().ok())
             .unwrap_or(60);
-        Self { limit, remaining: 0, used: Some(limit), reset: now + chrono::Duration::hours(1), resource: "core".into() }
+        Self {
+            limit,
+            remaining: 0,
+            used: Some(limit),
+            reset: now + chrono::Duration::hours(1),
+            resource: "core".into(),
+        }
     }
 }
 
 /// Whether `X-RateLimit-Remaining` is present and zero.
 pub fn remaining_is_zero(h: &HeaderMap) -> bool {
-    h.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).map(str::trim) == Some("0")
+    h.get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        == Some("0")
 }
 
 /// The `rel="next"` target of a `Link` header.
@@ -64,7 +79,13 @@ pub fn link_next(h: &HeaderMap) -> Option<String> {
 
 /// `X-Poll-Interval`, in seconds.
 pub fn poll_interval(h: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = h.get("x-poll-interval")?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = h
+        .get("x-poll-interval")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -102,8 +123,14 @@ mod tests {
             "link",
             "<https://api.github.com/events?page=2>; rel=\"next\", <https://api.github.com/events?page=10>; rel=\"last\"",
         )]);
-        assert_eq!(link_next(&h).as_deref(), Some("https://api.github.com/events?page=2"));
-        let last_only = headers(&[("link", "<https://api.github.com/events?page=1>; rel=\"prev\"")]);
+        assert_eq!(
+            link_next(&h).as_deref(),
+            Some("https://api.github.com/events?page=2")
+        );
+        let last_only = headers(&[(
+            "link",
+            "<https://api.github.com/events?page=1>; rel=\"prev\"",
+        )]);
         assert_eq!(link_next(&last_only), None);
     }
 
@@ -124,8 +151,14 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         let now = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
-        assert_eq!(retry_after(&headers(&[("retry-after", "30")]), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "30")]), now),
+            Some(Duration::from_secs(30))
+        );
         let date = (now + chrono::Duration::seconds(90)).to_rfc2822();
-        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(90))
+        );
     }
 }

@@ -14,7 +14,12 @@ pub struct PgBudget {
 
 impl PgBudget {
     pub fn new(pool: Pool, identity: String, default_limit: i32, reserve_per_60: u32) -> Self {
-        Self { pool, identity, default_limit, reserve_per_60 }
+        Self {
+            pool,
+            identity,
+            default_limit,
+            reserve_per_60,
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -24,15 +29,29 @@ impl PgBudget {
     /// The budget as stored (read only).
     pub async fn snapshot(&self, now: DateTime<Utc>) -> Result<State, StoreError> {
         let client = self.pool.get().await?;
-        let row = client.query_opt(&format!("{SELECT} FROM rate_limit_state WHERE identity = $1 AND resource = 'core'"), &[&self.identity]).await.ctx("read budget")?;
-        Ok(row.map(|r| from_row(&r)).unwrap_or_else(|| State::unknown(self.default_limit, now)))
+        let row = client
+            .query_opt(
+                &format!(
+                    "{SELECT} FROM rate_limit_state WHERE identity = $1 AND resource = 'core'"
+                ),
+                &[&self.identity],
+            )
+            .await
+            .ctx("read budget")?;
+        Ok(row
+            .map(|r| from_row(&r))
+            .unwrap_or_else(|| State::unknown(self.default_limit, now)))
     }
 
     pub fn reserve_per_60(&self) -> u32 {
         self.reserve_per_60
     }
 
-    async fn with_state<T>(&self, now: DateTime<Utc>, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
+    async fn with_state<T>(
+        &self,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut State) -> T,
+    ) -> Result<T, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await.ctx("begin budget")?;
         tx.execute(
@@ -89,12 +108,24 @@ fn budget_err(e: StoreError) -> BudgetError {
 
 #[async_trait::async_trait]
 impl Budget for PgBudget {
-    async fn acquire(&self, purpose: Purpose, now: DateTime<Utc>) -> Result<Result<(), Denied>, BudgetError> {
+    async fn acquire(
+        &self,
+        purpose: Purpose,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Denied>, BudgetError> {
         let reserve = self.reserve_per_60;
-        self.with_state(now, |s| s.acquire(purpose, reserve, now)).await.map_err(budget_err)
+        self.with_state(now, |s| s.acquire(purpose, reserve, now))
+            .await
+            .map_err(budget_err)
     }
 
-    async fn observe(&self, obs: Observation, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, BudgetError> {
-        self.with_state(now, |s| s.observe(obs, now)).await.map_err(budget_err)
+    async fn observe(
+        &self,
+        obs: Observation,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, BudgetError> {
+        self.with_state(now, |s| s.observe(obs, now))
+            .await
+            .map_err(budget_err)
     }
 }

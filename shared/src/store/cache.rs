@@ -40,19 +40,37 @@ pub struct Entry {
 }
 
 pub async fn get(pool: &Pool, kind: Kind, id: i64) -> Result<Option<Entry>, StoreError> {
-    let sql = format!("SELECT status, etag, fetched_at FROM {} WHERE {} = $1", kind.table(), kind.id_col());
-    let row = pool.get().await?.query_opt(&sql, &[&id]).await.ctx("read cache")?;
-    Ok(row.map(|r| Entry { gone: r.get::<_, &str>(0) == "gone", etag: r.get(1), fetched_at: r.get(2) }))
+    let sql = format!(
+        "SELECT status, etag, fetched_at FROM {} WHERE {} = $1",
+        kind.table(),
+        kind.id_col()
+    );
+    let row = pool
+        .get()
+        .await?
+        .query_opt(&sql, &[&id])
+        .await
+        .ctx("read cache")?;
+    Ok(row.map(|r| Entry {
+        gone: r.get::<_, &str>(0) == "gone",
+        etag: r.get(1),
+        fetched_at: r.get(2),
+    }))
 }
 
 fn text(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 fn int(v: &Value, k: &str) -> Option<i32> {
-    v.get(k).and_then(Value::as_i64).and_then(|n| i32::try_from(n).ok())
+    v.get(k)
+        .and_then(Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok())
 }
 fn time(v: &Value, k: &str) -> Option<DateTime<Utc>> {
-    v.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc())
+    v.get(k)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.to_utc())
 }
 
 /// Stores a 200 answer: the raw JSON and the fields analysts query.
@@ -129,7 +147,13 @@ pub async fn put_ok(
 }
 
 /// Records a 404/410: the entry is `gone` and is never requested again.
-pub async fn put_gone(pool: &Pool, kind: Kind, id: i64, name: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn put_gone(
+    pool: &Pool,
+    kind: Kind,
+    id: i64,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let name_col = match kind {
         Kind::Actor => "login",
         Kind::Repo => "full_name",
@@ -140,14 +164,26 @@ pub async fn put_gone(pool: &Pool, kind: Kind, id: i64, name: &str, now: DateTim
         t = kind.table(),
         idc = kind.id_col()
     );
-    pool.get().await?.execute(&sql, &[&id, &name, &now]).await.ctx("store gone")?;
+    pool.get()
+        .await?
+        .execute(&sql, &[&id, &name, &now])
+        .await
+        .ctx("store gone")?;
     Ok(())
 }
 
 /// A 304: what we hold is current.
 pub async fn touch(pool: &Pool, kind: Kind, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let sql = format!("UPDATE {} SET fetched_at = $2 WHERE {} = $1", kind.table(), kind.id_col());
-    pool.get().await?.execute(&sql, &[&id, &now]).await.ctx("refresh cache entry")?;
+    let sql = format!(
+        "UPDATE {} SET fetched_at = $2 WHERE {} = $1",
+        kind.table(),
+        kind.id_col()
+    );
+    pool.get()
+        .await?
+        .execute(&sql, &[&id, &now])
+        .await
+        .ctx("refresh cache entry")?;
     Ok(())
 }
 
@@ -178,7 +214,10 @@ pub async fn take_fetch_lease(
 pub async fn release_fetch_lease(pool: &Pool, kind: Kind, name: &str) -> Result<(), StoreError> {
     pool.get()
         .await?
-        .execute("DELETE FROM enrichment_fetch_leases WHERE kind = $1 AND name = lower($2)", &[&kind.as_str(), &name])
+        .execute(
+            "DELETE FROM enrichment_fetch_leases WHERE kind = $1 AND name = lower($2)",
+            &[&kind.as_str(), &name],
+        )
         .await
         .ctx("release fetch lease")?;
     Ok(())
@@ -186,7 +225,12 @@ pub async fn release_fetch_lease(pool: &Pool, kind: Kind, name: &str) -> Result<
 
 /// The id a login or repository name was last answered with, if that answer is newer than
 /// `fresh_since` and not gone.
-pub async fn fresh_id_for_name(pool: &Pool, kind: Kind, name: &str, fresh_since: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+pub async fn fresh_id_for_name(
+    pool: &Pool,
+    kind: Kind,
+    name: &str,
+    fresh_since: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
     let name_col = match kind {
         Kind::Actor => "login",
         Kind::Repo => "full_name",
@@ -197,5 +241,11 @@ pub async fn fresh_id_for_name(pool: &Pool, kind: Kind, name: &str, fresh_since:
         idc = kind.id_col(),
         t = kind.table()
     );
-    Ok(pool.get().await?.query_opt(&sql, &[&name, &fresh_since]).await.ctx("read cache by name")?.map(|r| r.get(0)))
+    Ok(pool
+        .get()
+        .await?
+        .query_opt(&sql, &[&name, &fresh_since])
+        .await
+        .ctx("read cache by name")?
+        .map(|r| r.get(0)))
 }

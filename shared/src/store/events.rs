@@ -150,8 +150,22 @@ pub async fn write_events_tx(
         .query(
             INSERT_EVENTS,
             &[
-                &ids, &types, &actor_ids, &actor_logins, &repo_ids, &repo_names, &org_ids, &publics, &created,
-                &raws, &keys, &lines, &statuses, &errors, &source.as_str(), &now,
+                &ids,
+                &types,
+                &actor_ids,
+                &actor_logins,
+                &repo_ids,
+                &repo_names,
+                &org_ids,
+                &publics,
+                &created,
+                &raws,
+                &keys,
+                &lines,
+                &statuses,
+                &errors,
+                &source.as_str(),
+                &now,
             ],
         )
         .await
@@ -185,8 +199,20 @@ pub async fn write_events_tx(
             .query(
                 INSERT_PUSHES,
                 &[
-                    &push_ids, &event_ids, &repo_ids, &repo_names, &actor_ids, &actor_logins, &refs, &heads, &befores,
-                    &sizes, &distinct, &counts, &created, &now,
+                    &push_ids,
+                    &event_ids,
+                    &repo_ids,
+                    &repo_names,
+                    &actor_ids,
+                    &actor_logins,
+                    &refs,
+                    &heads,
+                    &befores,
+                    &sizes,
+                    &distinct,
+                    &counts,
+                    &created,
+                    &now,
                 ],
             )
             .await
@@ -195,9 +221,15 @@ pub async fn write_events_tx(
     }
     let parse_failed_new = batch
         .iter()
-        .filter(|e| matches!(e.parsed, Parsed::Failed(..)) && new_ids.contains(&e.parsed.event().event_id))
+        .filter(|e| {
+            matches!(e.parsed, Parsed::Failed(..)) && new_ids.contains(&e.parsed.event().event_id)
+        })
         .count() as u64;
-    let duplicate_ids: Vec<i64> = ids.iter().copied().filter(|id| !new_ids.contains(id)).collect();
+    let duplicate_ids: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !new_ids.contains(id))
+        .collect();
     Ok(PageWrite {
         new_events: new_ids.len() as u64,
         duplicates: duplicate_ids.len() as u64,

@@ -15,21 +15,35 @@ impl AdvisoryLock {
     pub async fn try_acquire(pool: &Pool, name: &str) -> Result<Option<Self>, StoreError> {
         let conn = pool.get().await?;
         let key = key_of(&conn, name).await?;
-        let got: bool = conn.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.ctx("try advisory lock")?.get(0);
-        Ok(got.then_some(Self { conn: Some(conn), key }))
+        let got: bool = conn
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .ctx("try advisory lock")?
+            .get(0);
+        Ok(got.then_some(Self {
+            conn: Some(conn),
+            key,
+        }))
     }
 
     /// Waits for the lock.
     pub async fn acquire(pool: &Pool, name: &str) -> Result<Self, StoreError> {
         let conn = pool.get().await?;
         let key = key_of(&conn, name).await?;
-        conn.execute("SELECT pg_advisory_lock($1)", &[&key]).await.ctx("advisory lock")?;
-        Ok(Self { conn: Some(conn), key })
+        conn.execute("SELECT pg_advisory_lock($1)", &[&key])
+            .await
+            .ctx("advisory lock")?;
+        Ok(Self {
+            conn: Some(conn),
+            key,
+        })
     }
 
     pub async fn release(mut self) -> Result<(), StoreError> {
         if let Some(conn) = self.conn.take() {
-            conn.execute("SELECT pg_advisory_unlock($1)", &[&self.key]).await.ctx("advisory unlock")?;
+            conn.execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await
+                .ctx("advisory unlock")?;
         }
         Ok(())
     }

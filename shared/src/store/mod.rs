@@ -2,12 +2,12 @@
 
 mod budget;
 pub mod cache;
-pub mod work;
 mod events;
 mod lock;
 mod poll;
-mod tls;
 pub mod status;
+mod tls;
+pub mod work;
 
 pub use budget::PgBudget;
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
@@ -47,7 +47,9 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
-            StoreError::Db { source, .. } => source.is_closed() || source.code().is_some_and(|c| c.code().starts_with("40")),
+            StoreError::Db { source, .. } => {
+                source.is_closed() || source.code().is_some_and(|c| c.code().starts_with("40"))
+            }
             _ => false,
         }
     }
@@ -67,30 +69,48 @@ impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
 /// URL, else `PGSSLMODE`; unset = `disable`) and `PGSSLROOTCERT`, as libpq does: see
 /// `store/tls.rs`. Connections are made lazily and replaced when found broken.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
-    pool_with_env(url, max_size, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    pool_with_env(url, max_size, &|k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })
 }
 
 /// [`pool`] with the environment (`PGSSLMODE`, `PGSSLROOTCERT`) given.
-pub fn pool_with_env(url: &str, max_size: usize, env: &dyn Fn(&str) -> Option<String>) -> Result<Pool, StoreError> {
+pub fn pool_with_env(
+    url: &str,
+    max_size: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pool, StoreError> {
     let (url, sslmode) = tls::take_sslmode(url);
     let mode = tls::resolve_mode(sslmode.as_deref(), env)?;
-    let mut cfg = tokio_postgres::Config::from_str(&url).map_err(|e| StoreError::Config(e.to_string()))?;
+    let mut cfg =
+        tokio_postgres::Config::from_str(&url).map_err(|e| StoreError::Config(e.to_string()))?;
     cfg.ssl_mode(mode.ssl_mode());
-    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
     let mgr = match tls::connector(mode, env)? {
         // sslmode=disable: tokio-postgres never starts TLS, so NoTls is all it needs.
         None => Manager::from_config(cfg, NoTls, manager_config),
         Some(rustls) => Manager::from_config(cfg, rustls, manager_config),
     };
-    Pool::builder(mgr).max_size(max_size).build().map_err(|e| StoreError::Config(e.to_string()))
+    Pool::builder(mgr)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
 }
 
 /// Applies pending migrations, once, under an advisory lock. Returns how many were applied.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut obj = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut obj;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.ctx("advisory lock")?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .ctx("advisory lock")?;
     let report = embedded::migrations::runner().run_async(client).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.ctx("advisory unlock")?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .ctx("advisory unlock")?;
     Ok(report?.applied_migrations().len())
 }

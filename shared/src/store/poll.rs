@@ -41,7 +41,10 @@ impl PollState {
             .await
             .ctx("load poll_state")?;
         Ok(match row {
-            None => PollState { feed: feed.to_owned(), ..Default::default() },
+            None => PollState {
+                feed: feed.to_owned(),
+                ..Default::default()
+            },
             Some(r) => PollState {
                 feed: feed.to_owned(),
                 etag: r.get(0),
@@ -58,7 +61,11 @@ impl PollState {
         })
     }
 
-    pub async fn mark_started(pool: &Pool, feed: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_started(
+        pool: &Pool,
+        feed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let client = pool.get().await?;
         client
             .execute(

@@ -19,7 +19,10 @@ pub async fn counts(pool: &Pool) -> Result<Counts, StoreError> {
     let c = pool.get().await?;
     let mut by_parse = BTreeMap::new();
     for r in c
-        .query("SELECT parse_status, count(*) FROM github_events GROUP BY 1 ORDER BY 1", &[])
+        .query(
+            "SELECT parse_status, count(*) FROM github_events GROUP BY 1 ORDER BY 1",
+            &[],
+        )
         .await
         .ctx("count events")?
     {
@@ -30,7 +33,10 @@ pub async fn counts(pool: &Pool) -> Result<Counts, StoreError> {
         by_enrich.insert(s.to_owned(), 0);
     }
     for r in c
-        .query("SELECT enrichment_status, count(*) FROM push_events GROUP BY 1", &[])
+        .query(
+            "SELECT enrichment_status, count(*) FROM push_events GROUP BY 1",
+            &[],
+        )
         .await
         .ctx("count push events")?
     {

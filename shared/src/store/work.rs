@@ -28,10 +28,16 @@ fn item(r: &tokio_postgres::Row) -> WorkItem {
     }
 }
 
-const RETURNING: &str = "RETURNING p.push_id, p.actor_id, p.actor_login, p.repo_id, p.repo_name, p.attempts";
+const RETURNING: &str =
+    "RETURNING p.push_id, p.actor_id, p.actor_login, p.repo_id, p.repo_name, p.attempts";
 
 /// Claims up to `limit` due rows (pending and due, or in progress with an expired lease).
-pub async fn claim_due(pool: &Pool, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<WorkItem>, StoreError> {
+pub async fn claim_due(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<WorkItem>, StoreError> {
     let sql = format!(
         "WITH c AS (
             SELECT push_id FROM push_events
@@ -43,7 +49,12 @@ pub async fn claim_due(pool: &Pool, now: DateTime<Utc>, lease_until: DateTime<Ut
          UPDATE push_events p SET enrichment_status = 'in_progress', locked_until = $2
          FROM c WHERE p.push_id = c.push_id {RETURNING}"
     );
-    let rows = pool.get().await?.query(&sql, &[&now, &lease_until, &limit]).await.ctx("claim work")?;
+    let rows = pool
+        .get()
+        .await?
+        .query(&sql, &[&now, &lease_until, &limit])
+        .await
+        .ctx("claim work")?;
     Ok(rows.iter().map(item).collect())
 }
 
@@ -59,7 +70,12 @@ pub enum Claim {
 }
 
 /// Claims these push ids whatever their `next_attempt_at` (a queue message asks for them).
-pub async fn claim_ids(pool: &Pool, ids: &[i64], now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<HashMap<i64, Claim>, StoreError> {
+pub async fn claim_ids(
+    pool: &Pool,
+    ids: &[i64],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<HashMap<i64, Claim>, StoreError> {
     let client = pool.get().await?;
     let sql = format!(
         "WITH c AS (
@@ -70,17 +86,34 @@ pub async fn claim_ids(pool: &Pool, ids: &[i64], now: DateTime<Utc>, lease_until
          UPDATE push_events p SET enrichment_status = 'in_progress', locked_until = $3
          FROM c WHERE p.push_id = c.push_id {RETURNING}"
     );
-    let claimed = client.query(&sql, &[&ids, &now, &lease_until]).await.ctx("claim ids")?;
-    let mut out: HashMap<i64, Claim> = claimed.iter().map(|r| (r.get(0), Claim::Claimed(item(r)))).collect();
-    let rest: Vec<i64> = ids.iter().copied().filter(|id| !out.contains_key(id)).collect();
+    let claimed = client
+        .query(&sql, &[&ids, &now, &lease_until])
+        .await
+        .ctx("claim ids")?;
+    let mut out: HashMap<i64, Claim> = claimed
+        .iter()
+        .map(|r| (r.get(0), Claim::Claimed(item(r))))
+        .collect();
+    let rest: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !out.contains_key(id))
+        .collect();
     if !rest.is_empty() {
         for r in client
-            .query("SELECT push_id, enrichment_status FROM push_events WHERE push_id = ANY($1)", &[&rest])
+            .query(
+                "SELECT push_id, enrichment_status FROM push_events WHERE push_id = ANY($1)",
+                &[&rest],
+            )
             .await
             .ctx("read statuses")?
         {
             let status: &str = r.get(1);
-            let claim = if status == "completed" || status == "failed" { Claim::Done } else { Claim::Busy };
+            let claim = if status == "completed" || status == "failed" {
+                Claim::Done
+            } else {
+                Claim::Busy
+            };
             out.insert(r.get(0), claim);
         }
     }
