@@ -398,10 +398,18 @@ impl Ingestor {
         }
         if let Some(q) = &self.queue {
             if !write.new_push_ids.is_empty() {
-                // Sent after the commit; if this fails the rows stay un-enqueued and the
-                // outbox sweep of a later cycle sends them.
-                if let Err(e) = q.send(&write.new_push_ids).await {
-                    warn!(error = %e, count = write.new_push_ids.len(), error_code = "enqueue_failed", "push ids left in the outbox");
+                // Sent after the commit; ids the queue did not take stay un-enqueued and the
+                // outbox flush of a later invocation sends them (crate::outbox).
+                let sent = q.send(&write.new_push_ids).await;
+                if let Some(e) = sent.first_error() {
+                    warn!(error = %e, count = sent.failed.len(), error_code = "enqueue_failed", "push ids left in the outbox");
+                }
+                if let Err(e) =
+                    crate::outbox::mark_enqueued(&self.pool, &sent.sent, self.clock.now()).await
+                {
+                    // Sent but not marked: the next flush sends them again (enrichment
+                    // recognizes a push it already did).
+                    warn!(error = %e, count = sent.sent.len(), error_code = "enqueue_mark_failed", "sent push ids not marked");
                 }
             }
         }

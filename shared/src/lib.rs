@@ -3,6 +3,8 @@
 //! parameters.
 
 pub mod app;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -11,5 +13,6 @@ pub mod event;
 pub mod github;
 pub mod import;
 pub mod ingest;
+pub mod outbox;
 pub mod raw;
 pub mod store;

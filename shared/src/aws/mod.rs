@@ -1,0 +1,185 @@
+//! AWS adapters and Lambda wiring (cargo feature `aws`): S3 raw payloads, the SQS push queue,
+//! Secrets Manager, and what both Lambda functions set up once per container.
+//!
+//! Every AWS call goes through the SDK's standard retry (3 attempts, backoff): that is the
+//! only retry layer for AWS calls, nothing here wraps them again. Endpoints follow the SDK's
+//! own settings (`AWS_ENDPOINT_URL`, e.g. LocalStack).
+
+pub mod s3;
+pub mod secrets;
+pub mod sqs;
+
+use crate::clock::Clock;
+use crate::config::{Config, RawPayloadStore};
+use crate::raw::{ObjectRaw, PushQueue, RawStore};
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The shared AWS configuration: credentials, region and endpoint from the environment, and
+/// the SDK's HTTPS client on rustls with ring (the crypto provider the rest of the workspace
+/// uses).
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .load()
+        .await
+}
+
+/// The SDK's hyper client with rustls on ring.
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// An S3 client with path-style addressing (`endpoint/bucket/key`), which works with AWS and
+/// with local endpoints alike.
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk)
+}
+
+/// What a function reads at cold start: the configuration with its secrets resolved, and
+/// the AWS configuration.
+pub struct LambdaEnv {
+    pub config: Config,
+    pub sdk: SdkConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+}
+
+impl LambdaEnv {
+    /// [`Config::from_env`], then `DATABASE_SECRET_ARN` / `GITHUB_TOKEN_SECRET_ARN` resolved
+    /// through Secrets Manager (see [`secrets::resolve`]).
+    pub async fn load() -> Result<Self, StartError> {
+        let mut config = Config::from_env()?;
+        let sdk = sdk_config().await;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        secrets::resolve(
+            &mut config,
+            &aws_sdk_secretsmanager::Client::new(&sdk),
+            &env,
+        )
+        .await?;
+        Ok(Self { config, sdk })
+    }
+
+    /// The S3 raw store when `RAW_PAYLOAD_STORE=s3`, else `None` (inline JSONB).
+    pub fn raw_store(&self) -> Option<Arc<dyn RawStore>> {
+        raw_store(&self.config, &self.sdk)
+    }
+
+    /// The SQS queue when `ENRICH_QUEUE_URL` is set.
+    pub fn push_queue(&self) -> Option<Arc<dyn PushQueue>> {
+        push_queue(&self.config, &self.sdk)
+    }
+}
+
+pub fn raw_store(config: &Config, sdk: &SdkConfig) -> Option<Arc<dyn RawStore>> {
+    match (config.raw_payload_store, &config.raw_payload_bucket) {
+        (RawPayloadStore::S3, Some(bucket)) => Some(Arc::new(ObjectRaw::new(
+            s3::S3Objects {
+                client: s3_client(sdk),
+                bucket: bucket.clone(),
+            },
+            config.raw_payload_prefix.clone(),
+        ))),
+        _ => None,
+    }
+}
+
+pub fn push_queue(config: &Config, sdk: &SdkConfig) -> Option<Arc<dyn PushQueue>> {
+    config.enrich_queue_url.as_ref().map(|url| {
+        Arc::new(sqs::SqsQueue {
+            client: sqs_client(sdk),
+            queue_url: url.clone(),
+        }) as Arc<dyn PushQueue>
+    })
+}
+
+/// Logs for Lambda: JSON (one object per line, fields flattened) when
+/// `AWS_LAMBDA_LOG_FORMAT=JSON` or `LOG_FORMAT=json`, else text; to stderr, so stdout carries
+/// only the metric lines. `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
+        || std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn,aws_config=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The wall clock. Lambda freezes a container between invocations and a monotonic clock may
+/// not count the frozen time, so functions read `Utc::now()` rather than a clock measured
+/// from process start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock;
+
+#[async_trait::async_trait]
+impl Clock for WallClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await
+    }
+}
+
+/// Whether an AWS call that failed (after the SDK's own retries) can succeed later:
+/// timeouts, connection failures, throttling and 5xx can; a missing bucket, a denied
+/// permission or an invalid request cannot.
+pub fn sdk_error_retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || matches!(
+                    s.err().code(),
+                    Some(
+                        "Throttling"
+                            | "ThrottlingException"
+                            | "RequestThrottled"
+                            | "SlowDown"
+                            | "RequestTimeout"
+                            | "ServiceUnavailable"
+                            | "InternalError"
+                    )
+                )
+        }
+        _ => false,
+    }
+}
+
+/// An SDK error with its whole cause chain, for messages and logs.
+pub fn sdk_error_text<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
+    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
+}

@@ -1,0 +1,223 @@
+//! The enrichment queue in SQS: push ids go out with `SendMessageBatch` (at most 10 per
+//! call), one message per id, body `{"push_id": N}`.
+
+use super::{sdk_error_retryable, sdk_error_text};
+use crate::raw::{PushQueue, QueueError, SendReport};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::warn;
+
+/// SQS's limit of entries per `SendMessageBatch`.
+pub const MAX_BATCH: usize = 10;
+
+/// SQS's limit for a message's visibility timeout.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+/// The body of a queue message.
+pub fn message_body(push_id: i64) -> String {
+    serde_json::json!({ "push_id": push_id }).to_string()
+}
+
+/// The push id a message body carries, if it is `{"push_id": N}` (other fields ignored).
+pub fn push_id_of(body: &str) -> Option<i64> {
+    match serde_json::from_str::<serde_json::Value>(body).ok()? {
+        serde_json::Value::Object(m) => m.get("push_id")?.as_i64(),
+        _ => None,
+    }
+}
+
+/// The URL of the queue an ARN names (`arn:aws:sqs:REGION:ACCOUNT:NAME` →
+/// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`), for calls about a received message
+/// (the SQS event carries the ARN, not the URL).
+pub fn queue_url_from_arn(arn: &str) -> Option<String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "sqs", region, account, name]
+            if !region.is_empty() && !account.is_empty() && !name.is_empty() =>
+        {
+            let domain = if partition.starts_with("aws-cn") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
+            Some(format!("https://sqs.{region}.{domain}/{account}/{name}"))
+        }
+        _ => None,
+    }
+}
+
+impl SqsQueue {
+    async fn send_batch(&self, ids: &[i64]) -> SendReport {
+        let entries: Vec<SendMessageBatchRequestEntry> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                SendMessageBatchRequestEntry::builder()
+                    // Unique within the batch (an id may appear twice in a caller's list).
+                    .id(format!("m{i}"))
+                    .message_body(message_body(*id))
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = match self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let err = QueueError {
+                    context: format!("SendMessageBatch {}", self.queue_url),
+                    message: sdk_error_text(&e),
+                    retryable: sdk_error_retryable(&e),
+                };
+                return SendReport::all_failed(ids, &err);
+            }
+        };
+        let index = |entry_id: &str| {
+            entry_id
+                .strip_prefix('m')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&i| i < ids.len())
+        };
+        let mut report = SendReport::default();
+        let mut answered = vec![false; ids.len()];
+        for ok in out.successful() {
+            if let Some(i) = index(ok.id()) {
+                answered[i] = true;
+                report.sent.push(ids[i]);
+            }
+        }
+        let mut reasons: HashMap<usize, QueueError> = HashMap::new();
+        for failed in out.failed() {
+            if let Some(i) = index(failed.id()) {
+                answered[i] = true;
+                reasons.insert(
+                    i,
+                    QueueError {
+                        context: format!(
+                            "SendMessageBatch {} entry {}",
+                            self.queue_url,
+                            failed.id()
+                        ),
+                        message: format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
+                        // The sender's fault (a bad message) will not get better by itself.
+                        retryable: !failed.sender_fault(),
+                    },
+                );
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(e) = reasons.remove(&i) {
+                report.failed.push((*id, e));
+            } else if !answered[i] {
+                report.failed.push((
+                    *id,
+                    QueueError {
+                        context: format!("SendMessageBatch {}", self.queue_url),
+                        message: "entry neither in Successful nor in Failed".into(),
+                        retryable: true,
+                    },
+                ));
+            }
+        }
+        report
+    }
+
+    /// Makes a received message visible again after `delay` (capped at SQS's 12 hours).
+    pub async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let secs = i32::try_from(delay.min(MAX_VISIBILITY).as_secs()).unwrap_or(i32::MAX);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| QueueError {
+                context: format!("ChangeMessageVisibility {}", self.queue_url),
+                message: sdk_error_text(&e),
+                retryable: sdk_error_retryable(&e),
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl PushQueue for SqsQueue {
+    async fn send(&self, push_ids: &[i64]) -> SendReport {
+        let mut report = SendReport::default();
+        let mut chunks = push_ids.chunks(MAX_BATCH);
+        for chunk in chunks.by_ref() {
+            let r = self.send_batch(chunk).await;
+            let whole_call_failed = r.sent.is_empty() && r.failed.len() == chunk.len();
+            report.merge(r);
+            if whole_call_failed {
+                break;
+            }
+        }
+        // After a call failed outright (the SDK's retries included), the rest is not tried:
+        // it waits in the outbox for the next flush.
+        let rest: Vec<i64> = chunks.flatten().copied().collect();
+        if !rest.is_empty() {
+            let err = report.first_error().cloned().unwrap_or_else(|| QueueError {
+                context: format!("SendMessageBatch {}", self.queue_url),
+                message: "not sent".into(),
+                retryable: true,
+            });
+            report.merge(SendReport::all_failed(&rest, &err));
+        }
+        if let Some(e) = report.first_error() {
+            warn!(queue_url = %self.queue_url, sent = report.sent.len(), failed = report.failed.len(), retryable = e.retryable, error = %e, error_code = "sqs_send_failed", "push ids not sent");
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_the_push_id_and_poison_is_recognized() {
+        assert_eq!(message_body(42), r#"{"push_id":42}"#);
+        assert_eq!(push_id_of(&message_body(42)), Some(42));
+        assert_eq!(push_id_of(r#"{"push_id": 7, "extra": true}"#), Some(7));
+        for poison in [
+            "",
+            "not json",
+            "{}",
+            r#"{"push_id":"7"}"#,
+            r#"{"push_id":1.5}"#,
+            "[1]",
+        ] {
+            assert_eq!(push_id_of(poison), None, "{poison}");
+        }
+    }
+
+    #[test]
+    fn queue_urls_are_derived_from_arns() {
+        assert_eq!(
+            queue_url_from_arn("arn:aws:sqs:us-east-1:123456789012:ghevents-EnrichQueue-X")
+                .as_deref(),
+            Some("https://sqs.us-east-1.amazonaws.com/123456789012/ghevents-EnrichQueue-X")
+        );
+        assert_eq!(queue_url_from_arn("arn:aws:s3:::bucket"), None);
+        assert_eq!(queue_url_from_arn("nonsense"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The outbox of push ids waiting to be handed to the enrichment queue.
+//!
+//! A new push event is committed with `enqueued_at` NULL. Right after the commit the ingest
+//! cycle sends its ids to the [`PushQueue`] and marks the ones the queue took
+//! ([`mark_enqueued`]). A crash or a queue failure between the commit and the mark leaves rows
+//! with `enqueued_at` NULL; [`flush`] (run at the start of every ingest invocation) sends
+//! those, oldest first, so every committed push id reaches the queue at least once.
+//!
+//! Only when a queue is configured: locally the Postgres worker picks pending rows directly.
+
+use crate::ingest::EVENTS_FEED;
+use crate::raw::{PushQueue, QueueError};
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tracing::{info, warn};
+
+/// SQS takes at most 10 messages per `SendMessageBatch`.
+pub const BATCH: usize = 10;
+
+/// What a [`flush`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Ids sent and marked.
+    pub sent: u64,
+    /// Ids the queue refused in the last batch tried (the flush stops at the first refusal).
+    pub failed: u64,
+    /// `SendMessageBatch` calls made.
+    pub batches: u32,
+    /// Why the first refused id was refused.
+    pub error: Option<QueueError>,
+}
+
+/// Marks `push_ids` as handed to the queue at `now`. Returns how many rows changed (rows
+/// already marked keep their first time).
+pub async fn mark_enqueued(
+    pool: &Pool,
+    push_ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    if push_ids.is_empty() {
+        return Ok(0);
+    }
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE push_events SET enqueued_at = $2 WHERE push_id = ANY($1) AND enqueued_at IS NULL",
+            &[&push_ids, &now],
+        )
+        .await
+        .map_err(|source| StoreError::Db { context: "mark push ids enqueued", source })
+}
+
+/// Push events committed but not yet handed to the queue (and still waiting for enrichment).
+pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM push_events
+             WHERE enqueued_at IS NULL AND enrichment_status IN ('pending', 'in_progress')",
+            &[],
+        )
+        .await
+        .map_err(|source| StoreError::Db {
+            context: "count outbox",
+            source,
+        })?;
+    Ok(row.get(0))
+}
+
+/// Sends up to `limit` un-enqueued push ids, oldest first, in batches of [`BATCH`], and marks
+/// each id the queue took. Each batch is selected `FOR UPDATE SKIP LOCKED` and marked in the
+/// same transaction, so two flushes running at once never send the same rows. Stops at the
+/// first batch with a refusal (the rest wait for the next flush). Rows whose enrichment is
+/// already over (completed or failed) are not sent.
+pub async fn flush(
+    pool: &Pool,
+    queue: &dyn PushQueue,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<FlushReport, StoreError> {
+    let mut report = FlushReport::default();
+    while (report.sent as usize) < limit {
+        let take = i64::try_from(BATCH.min(limit - report.sent as usize)).unwrap_or(10);
+        let mut client = pool.get().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|source| StoreError::Db {
+                context: "begin outbox flush",
+                source,
+            })?;
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT push_id FROM push_events
+                 WHERE enqueued_at IS NULL AND enrichment_status IN ('pending', 'in_progress')
+                 ORDER BY created_at, push_id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED",
+                &[&take],
+            )
+            .await
+            .map_err(|source| StoreError::Db {
+                context: "select outbox batch",
+                source,
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.is_empty() {
+            tx.commit().await.map_err(|source| StoreError::Db {
+                context: "end outbox flush",
+                source,
+            })?;
+            break;
+        }
+        let sent = queue.send(&ids).await;
+        report.batches += 1;
+        if !sent.sent.is_empty() {
+            tx.execute(
+                "UPDATE push_events SET enqueued_at = $2 WHERE push_id = ANY($1)",
+                &[&sent.sent, &now],
+            )
+            .await
+            .map_err(|source| StoreError::Db {
+                context: "mark outbox batch",
+                source,
+            })?;
+        }
+        tx.commit().await.map_err(|source| StoreError::Db {
+            context: "commit outbox batch",
+            source,
+        })?;
+        report.sent += sent.sent.len() as u64;
+        if let Some(e) = sent.first_error() {
+            report.failed = sent.failed.len() as u64;
+            report.error = Some(e.clone());
+            warn!(failed = report.failed, sent = report.sent, error = %e, error_code = "outbox_send_failed", "outbox flush stopped at a refused batch");
+            break;
+        }
+    }
+    if report.sent > 0 {
+        info!(
+            sent = report.sent,
+            batches = report.batches,
+            "outbox: sent push ids left over by earlier invocations"
+        );
+    }
+    Ok(report)
+}
+
+/// [`flush`], unless an ingest cycle is running right now (it holds the feed's cycle lock):
+/// that cycle is about to send the rows it just committed, and flushing them too would only
+/// send them twice. Returns `None` when it did not flush.
+pub async fn flush_when_idle(
+    pool: &Pool,
+    queue: &dyn PushQueue,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Option<FlushReport>, StoreError> {
+    // The session-level advisory lock `Ingestor::run_cycle` holds on the feed (key
+    // `hashtextextended('ghevents:poll:' || feed, 0)`), taken on a connection of its own.
+    let mut lock = FeedLock(Some(pool.get().await?));
+    let conn = lock.0.as_ref().expect("just set");
+    let got: bool = conn
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended('ghevents:poll:' || $1, 0))",
+            &[&EVENTS_FEED],
+        )
+        .await
+        .map_err(|source| StoreError::Db {
+            context: "try the feed's cycle lock",
+            source,
+        })?
+        .get(0);
+    if !got {
+        // Not ours: the connection goes back to the pool as it is.
+        drop(lock.0.take());
+        info!("an ingest cycle is running; the outbox is left to it and the next invocation");
+        return Ok(None);
+    }
+    let result = flush(pool, queue, now, limit).await;
+    let unlocked = conn
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('ghevents:poll:' || $1, 0))",
+            &[&EVENTS_FEED],
+        )
+        .await;
+    if unlocked.is_ok() {
+        drop(lock.0.take());
+    }
+    result.map(Some)
+}
+
+/// The feed's lock held on a pooled connection. Dropped while still held (an error, or the
+/// future cancelled mid-flush), it closes the connection instead of returning it to the pool,
+/// which releases the lock.
+struct FeedLock(Option<deadpool_postgres::Object>);
+
+impl Drop for FeedLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_postgres::Object::take(conn));
+        }
+    }
+}
