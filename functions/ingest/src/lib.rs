@@ -1,0 +1,311 @@
+//! The ingest Lambda: one invocation (an EventBridge schedule tick) = the outbox flush, then
+//! one ingest cycle.
+//!
+//! - Outbox first: push ids committed by an earlier invocation but never handed to the queue
+//!   (it crashed or the queue failed after the commit) are sent now.
+//! - Then one [`Ingestor::run_cycle`]. `NotDue`, `Busy` and `RateLimited` are successful
+//!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
+//!   `Retryable` or `NonRetryable`. Either way the next schedule tick continues where the
+//!   cycle stopped (stored pages are kept).
+//! - Every successful invocation prints one CloudWatch Embedded Metric Format line on stdout
+//!   (namespace `ghevents`, `IngestCycleSuccess`, dimension `FunctionName`); see [`emf_line`].
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use ghevents::clock::Clock;
+use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
+use ghevents::outbox::{self, FlushReport};
+use ghevents::raw::PushQueue;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Un-enqueued push ids sent per invocation at most (the rest wait for the next one).
+pub const OUTBOX_FLUSH_LIMIT: usize = 1000;
+
+/// One ingest cycle. [`Ingestor`] in production; tests may stand in anything.
+#[async_trait::async_trait]
+pub trait IngestCycle: Send + Sync {
+    async fn run_cycle(&self) -> Result<CycleSummary, IngestError>;
+}
+
+#[async_trait::async_trait]
+impl IngestCycle for Ingestor {
+    async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
+        Ingestor::run_cycle(self).await
+    }
+}
+
+/// Where the metric lines go: stdout in Lambda (CloudWatch reads them from the log stream).
+pub trait MetricSink: Send + Sync {
+    fn emit(&self, line: &str);
+}
+
+pub struct Stdout;
+
+impl MetricSink for Stdout {
+    fn emit(&self, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// The outbox to flush before each cycle: only when a queue is configured.
+pub struct Outbox {
+    pub pool: Pool,
+    pub queue: Arc<dyn PushQueue>,
+    pub limit: usize,
+}
+
+/// What the handler borrows; built once per container.
+pub struct Deps<C> {
+    pub cycle: C,
+    pub outbox: Option<Outbox>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn MetricSink>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: the metric's dimension.
+    pub function_name: String,
+}
+
+/// The invocation's result, as `cargo lambda invoke` and the console show it.
+#[derive(Debug, Serialize)]
+pub struct Response {
+    pub outcome: &'static str,
+    /// Push ids the outbox flush sent (left over by earlier invocations).
+    pub outbox_sent: u64,
+    pub summary: CycleSummary,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("ingest cycle failed ({code}): {source}")]
+    Cycle {
+        code: &'static str,
+        retryable: bool,
+        #[source]
+        source: IngestError,
+    },
+}
+
+impl HandlerError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HandlerError::Cycle { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// Whether the next invocation can do better than this one did.
+pub fn cycle_error_retryable(e: &IngestError) -> bool {
+    match e {
+        IngestError::Store(s) => s.is_retryable(),
+        IngestError::Github(g) => g.is_retryable(),
+        // GitHub sent a broken page; the next poll gets a new one.
+        IngestError::MalformedPage { .. } => true,
+        IngestError::Raw(r) => r.retryable,
+        #[allow(unreachable_patterns)]
+        _ => true,
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = if e.is_retryable() {
+            "Retryable"
+        } else {
+            "NonRetryable"
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub async fn handler<C: IngestCycle>(
+    deps: &Deps<C>,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<Response, HandlerError> {
+    let scheduled_at = event.payload.time;
+    info!(request_id = %event.context.request_id, scheduled_at = ?scheduled_at, source = %event.payload.source, "ingest invocation");
+
+    let flushed = match &deps.outbox {
+        Some(o) => {
+            match outbox::flush_when_idle(&o.pool, o.queue.as_ref(), deps.clock.now(), o.limit)
+                .await
+            {
+                Ok(report) => report.unwrap_or_default(),
+                Err(e) => {
+                    // The cycle still runs: its rows wait in the outbox like the others.
+                    warn!(error = %e, error_code = "outbox_flush_failed", "outbox not flushed");
+                    FlushReport::default()
+                }
+            }
+        }
+        None => FlushReport::default(),
+    };
+
+    match deps.cycle.run_cycle().await {
+        Ok(summary) => {
+            deps.metrics.emit(&emf_line(
+                &deps.function_name,
+                deps.clock.now(),
+                &summary,
+                flushed.sent,
+            ));
+            Ok(Response {
+                outcome: outcome_str(summary.outcome),
+                outbox_sent: flushed.sent,
+                summary,
+            })
+        }
+        Err(source) => {
+            let retryable = cycle_error_retryable(&source);
+            warn!(error = %source, error_code = source.code(), retryable, "ingest invocation failed");
+            Err(HandlerError::Cycle {
+                code: source.code(),
+                retryable,
+                source,
+            })
+        }
+    }
+}
+
+/// Whether a cycle counts for `IngestCycleSuccess`: it reached GitHub and stored what there
+/// was (`Completed`, or `NotModified`). `NotDue`, `Busy` and `RateLimited` are successful
+/// invocations but count 0, so the stale-ingest alarm (no success for N minutes) also fires
+/// when ingestion is stalled by an exhausted budget.
+pub fn counts_as_success(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Completed | Outcome::NotModified)
+}
+
+/// One CloudWatch Embedded Metric Format line: namespace `ghevents`, metric
+/// `IngestCycleSuccess` (Count; 1, or 0 for a cycle that did not poll), dimension
+/// `FunctionName`, and the cycle's numbers as properties (searchable, not metrics).
+pub fn emf_line(
+    function_name: &str,
+    at: DateTime<Utc>,
+    s: &CycleSummary,
+    outbox_sent: u64,
+) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": "ghevents",
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [{ "Name": "IngestCycleSuccess", "Unit": "Count" }],
+            }],
+        },
+        "FunctionName": function_name,
+        "IngestCycleSuccess": u8::from(counts_as_success(s.outcome)),
+        "outcome": outcome_str(s.outcome),
+        "requests": s.requests,
+        "pages": s.pages,
+        "new_events": s.new_events,
+        "new_push_events": s.new_push_events,
+        "outbox_sent": outbox_sent,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    pub(crate) fn summary(outcome: Outcome) -> CycleSummary {
+        CycleSummary {
+            outcome,
+            requests: 2,
+            not_modified: 0,
+            pages: 2,
+            events_fetched: 200,
+            new_events: 150,
+            duplicates: 50,
+            new_push_events: 40,
+            parse_failures: 0,
+            rejected: 0,
+            rate_limit: None,
+            rate_remaining: None,
+            rate_reset: None,
+            next_poll_at: None,
+            resume_at: None,
+            error: None,
+            error_code: None,
+            new_push_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn emf_names_the_namespace_metric_and_dimension_the_alarm_reads() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 17, 0, 0).unwrap();
+        let line = emf_line("ghevents-ingest", at, &summary(Outcome::Completed), 3);
+        assert!(!line.contains('\n'), "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], at.timestamp_millis());
+        let m = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], "ghevents");
+        assert_eq!(m["Dimensions"], serde_json::json!([["FunctionName"]]));
+        assert_eq!(
+            m["Metrics"],
+            serde_json::json!([{"Name": "IngestCycleSuccess", "Unit": "Count"}])
+        );
+        assert_eq!(v["FunctionName"], "ghevents-ingest");
+        assert_eq!(v["IngestCycleSuccess"], 1);
+        assert_eq!(
+            (v["new_events"].as_u64(), v["outbox_sent"].as_u64()),
+            (Some(150), Some(3))
+        );
+    }
+
+    #[test]
+    fn only_cycles_that_polled_count_as_success() {
+        let at = Utc::now();
+        for (outcome, value) in [
+            (Outcome::Completed, 1),
+            (Outcome::NotModified, 1),
+            (Outcome::NotDue, 0),
+            (Outcome::Busy, 0),
+            (Outcome::RateLimited, 0),
+        ] {
+            let v: serde_json::Value =
+                serde_json::from_str(&emf_line("f", at, &summary(outcome), 0)).unwrap();
+            assert_eq!(v["IngestCycleSuccess"], value, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn diagnostics_say_whether_a_retry_makes_sense() {
+        let retryable = HandlerError::Cycle {
+            code: "malformed_page",
+            retryable: true,
+            source: IngestError::MalformedPage {
+                feed: "events".into(),
+                page: 1,
+                reason: "eof".into(),
+            },
+        };
+        let d: Diagnostic = retryable.into();
+        assert_eq!(d.error_type, "Retryable");
+        assert!(
+            d.error_message.contains("malformed_page"),
+            "{}",
+            d.error_message
+        );
+        let gone = IngestError::Raw(ghevents::raw::RawStoreError {
+            context: "PutObject".into(),
+            message: "NoSuchBucket".into(),
+            retryable: false,
+        });
+        assert!(!cycle_error_retryable(&gone));
+        let d: Diagnostic = HandlerError::Cycle {
+            code: gone.code(),
+            retryable: false,
+            source: gone,
+        }
+        .into();
+        assert_eq!(d.error_type, "NonRetryable");
+    }
+}
