@@ -1,0 +1,32 @@
+//! The enrich Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
+
+use anyhow::Context;
+use ghevents::app::App;
+use ghevents::aws::{init_tracing, sqs_client, LambdaEnv, WallClock};
+use ghevents_enrich::{handler, Deps, SqsPostpone};
+use lambda_runtime::{service_fn, Error};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let env = LambdaEnv::load()
+        .await
+        .context("reading configuration and secrets")?;
+    // One small pool per container, kept across invocations; broken connections are replaced.
+    // Pending migrations are applied here, once, under an advisory lock.
+    let app = App::start(env.config.clone(), Arc::new(WallClock), 4)
+        .await
+        .context("connecting to Postgres")?;
+    let deps = Deps {
+        enricher: app.enricher(),
+        // Deferred messages are postponed on the queue they came from (their ARN), unless
+        // ENRICH_QUEUE_URL names it.
+        postpone: SqsPostpone {
+            client: sqs_client(&env.sdk),
+            queue_url: env.config.enrich_queue_url.clone(),
+        },
+        clock: app.clock.clone(),
+    };
+    lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Runs the two Lambda binaries for real on this machine and checks what they did:
+# `cargo lambda watch` serves them behind Lambda's runtime API emulator, `cargo lambda invoke`
+# sends them a scheduled event (ingest) and an SQS event built from the messages ingest queued
+# (enrich), against PostgreSQL, LocalStack (S3, SQS) and github-sim serving a GH Archive hour.
+#
+#   scripts/lambda-smoke.sh
+#
+# Asserts: 300 events stored with their raw bytes in 3 S3 objects (one per page), one SQS
+# message per new push event and every row marked enqueued; the enrich invocation reports
+# no failure and completes the push events of its batch. Stops and deletes everything it
+# started or created (database, bucket, queue, github-sim, watch, and LocalStack/PostgreSQL
+# when it started them). Knobs: SMOKE_PORT (invoke port, default 9309),
+# SMOKE_TIMEOUT (seconds per wait, default 300), GHEVENTS_DATA_DIR.
+set -euo pipefail
+
+GHEVENTS_LOG_TAG=lambda-smoke
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$GHEVENTS_ROOT"
+
+PORT=${SMOKE_PORT:-9309}
+WAIT=${SMOKE_TIMEOUT:-300}
+DATA_DIR=${GHEVENTS_DATA_DIR:-$GHEVENTS_ROOT/../shared/data}
+HOUR_FILE=$DATA_DIR/gharchive/2015-01-01-0.json.gz
+ENDPOINT=http://127.0.0.1:4566
+SUFFIX=$$-$RANDOM
+BUCKET=ghevents-smoke-$SUFFIX
+QUEUE=ghevents-smoke-$SUFFIX
+DB=ghevents_smoke_${SUFFIX//-/_}
+
+[ -f "$HOUR_FILE" ] || die "GH Archive hour not found: $HOUR_FILE (set GHEVENTS_DATA_DIR)"
+
+tmp=$(mktemp -d)
+started_localstack= started_postgres= sim_pid= watch_pid= queue_url= admin_url=
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$watch_pid" ]; then
+    log "stopping cargo lambda watch (pid $watch_pid)"
+    kill -TERM -- "-$watch_pid" 2>/dev/null || kill -TERM "$watch_pid" 2>/dev/null
+    wait "$watch_pid" 2>/dev/null
+  fi
+  if [ -n "$sim_pid" ]; then
+    log "stopping github-sim (pid $sim_pid)"
+    kill -TERM "$sim_pid" 2>/dev/null
+    wait "$sim_pid" 2>/dev/null
+  fi
+  if [ -n "$queue_url" ]; then awsl sqs delete-queue --queue-url "$queue_url" >/dev/null 2>&1; fi
+  awsl s3 rb "s3://$BUCKET" --force >/dev/null 2>&1
+  if [ -n "$admin_url" ]; then psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; fi
+  if [ -n "$started_localstack" ]; then scripts/localstack.sh stop; fi
+  if [ -n "$started_postgres" ]; then scripts/postgres.sh stop; fi
+  if [ "$rc" != 0 ]; then
+    for f in "$tmp"/*.log; do
+      [ -f "$f" ] || continue
+      log "last lines of $(basename "$f"):"
+      tail -n 30 "$f" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every second until it succeeds.
+wait_for() {
+  local secs=$1 what=$2 start
+  shift 2
+  start=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    [ $(($(date +%s) - start)) -lt "$secs" ] || die "$what not ready after $secs s"
+    sleep 1
+  done
+  log "$what ready after $(($(date +%s) - start)) s"
+}
+
+check() { # check DESCRIPTION EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then log "ok: $1 = $3"; else die "FAILED: $1: expected $2, got $3"; fi
+}
+
+# --- services -----------------------------------------------------------------------------
+pg_before=
+if scripts/postgres.sh status >/dev/null 2>&1; then pg_before=1; fi
+admin_url=$(scripts/postgres.sh ensure | tail -n 1)
+if [ -z "$pg_before" ] && scripts/postgres.sh status >/dev/null 2>&1; then started_postgres=1; fi
+if ! scripts/localstack.sh status >/dev/null 2>&1; then
+  started_localstack=1
+  scripts/localstack.sh start
+fi
+AWS_BIN=$(scripts/localstack.sh env)
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+printf '[default]\ns3 =\n    addressing_style = path\n' >"$tmp/aws-config"
+export AWS_CONFIG_FILE=$tmp/aws-config AWS_SHARED_CREDENTIALS_FILE=$tmp/aws-credentials
+awsl() { "$AWS_BIN/aws" --endpoint-url "$ENDPOINT" "$@"; }
+
+psql -q "$admin_url" -c "CREATE DATABASE $DB" >/dev/null
+db_url=$(python3 - "$admin_url" "$DB" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
+PY
+)
+sql() { psql -qAt "$db_url" -c "$1"; }
+awsl s3api create-bucket --bucket "$BUCKET" >/dev/null
+queue_url=$(awsl sqs create-queue --queue-name "$QUEUE" --attributes VisibilityTimeout=300 --query QueueUrl --output text)
+queue_arn=$(awsl sqs get-queue-attributes --queue-url "$queue_url" --attribute-names QueueArn --query Attributes.QueueArn --output text)
+log "database $DB, bucket $BUCKET, queue $queue_url"
+
+# --- binaries -----------------------------------------------------------------------------
+cargo_lambda_path=$(scripts/cargo-lambda.sh install | tail -n 1)
+eval "$cargo_lambda_path"
+log "building github-sim and the two functions (debug)"
+cargo build -q -p github-sim -p ghevents-ingest -p ghevents-enrich
+
+# --- GitHub stand-in ----------------------------------------------------------------------
+target_dir=${CARGO_TARGET_DIR:-$GHEVENTS_ROOT/target}
+"$target_dir/debug/github-sim" --file "$HOUR_FILE" --port 0 --initial 300 --manual \
+  >"$tmp/sim.url" 2>"$tmp/github-sim.log" &
+sim_pid=$!
+wait_for 60 github-sim grep -q '^http://' "$tmp/sim.url"
+sim_url=$(grep -m1 '^http://' "$tmp/sim.url")
+log "github-sim at $sim_url"
+
+# --- the functions under the runtime API emulator -----------------------------------------
+cat >"$tmp/functions.env" <<EOF
+DATABASE_URL=$db_url
+GITHUB_API_URL=$sim_url
+RAW_PAYLOAD_STORE=s3
+RAW_PAYLOAD_BUCKET=$BUCKET
+RAW_PAYLOAD_PREFIX=raw/
+ENRICH_QUEUE_URL=$queue_url
+AWS_ENDPOINT_URL=$ENDPOINT
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+AWS_REGION=us-east-1
+AWS_EC2_METADATA_DISABLED=true
+LOG_FORMAT=json
+RUST_LOG=info
+EOF
+set -m # own process group, so cleanup ends watch and the functions it started
+cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$PORT" --env-file "$tmp/functions.env" \
+  >"$tmp/watch.log" 2>&1 &
+watch_pid=$!
+set +m
+port_open() { python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $PORT)))"; }
+wait_for "$WAIT" "cargo lambda watch on 127.0.0.1:$PORT" port_open
+
+invoke() { # invoke FUNCTION DATA_FILE OUT
+  timeout "$WAIT" cargo lambda invoke "$1" -A 127.0.0.1 -P "$PORT" --data-file "$2" --output-format json >"$3" \
+    || die "cargo lambda invoke $1 failed: $(cat "$3" 2>/dev/null)"
+}
+
+# --- ingest -------------------------------------------------------------------------------
+log "invoking ingest with a scheduled event"
+invoke ingest functions/ingest/events/scheduled.json "$tmp/ingest.json"
+log "ingest answered: $(jq -c '{outcome, outbox_sent, pages: .summary.pages, new_events: .summary.new_events, new_push_events: .summary.new_push_events}' "$tmp/ingest.json")"
+check "ingest outcome" completed "$(jq -r .outcome "$tmp/ingest.json")"
+check "events stored" 300 "$(sql 'SELECT count(*) FROM github_events')"
+check "events whose raw bytes are in S3" 300 "$(sql 'SELECT count(*) FROM github_events WHERE raw IS NULL AND raw_object_key IS NOT NULL')"
+check "S3 objects (one per page)" 3 "$(awsl s3api list-objects-v2 --bucket "$BUCKET" --query 'length(Contents)' --output text)"
+pushes=$(sql 'SELECT count(*) FROM push_events')
+[ "$pushes" -gt 0 ] || die "no push events stored"
+check "push events not enqueued" 0 "$(sql 'SELECT count(*) FROM push_events WHERE enqueued_at IS NULL')"
+grep -q '"IngestCycleSuccess":1' "$tmp/watch.log" || die "no IngestCycleSuccess metric line in the function's output"
+log "ok: EMF line with IngestCycleSuccess in the function's stdout"
+
+# --- the queue ----------------------------------------------------------------------------
+: >"$tmp/messages.jsonl"
+start=$(date +%s)
+while [ "$(wc -l <"$tmp/messages.jsonl")" -lt "$pushes" ]; do
+  [ $(($(date +%s) - start)) -lt 60 ] || break
+  awsl sqs receive-message --queue-url "$queue_url" --max-number-of-messages 10 --wait-time-seconds 1 \
+    --output json | jq -c '.Messages // [] | .[]' >>"$tmp/messages.jsonl"
+done
+# Anything more would be a duplicate.
+awsl sqs receive-message --queue-url "$queue_url" --max-number-of-messages 10 --wait-time-seconds 2 \
+  --output json | jq -c '.Messages // [] | .[]' >>"$tmp/messages.jsonl"
+check "SQS messages (one per push event)" "$pushes" "$(wc -l <"$tmp/messages.jsonl" | tr -d ' ')"
+check "distinct push ids in the messages" "$pushes" "$(jq -r '.Body | fromjson | .push_id' "$tmp/messages.jsonl" | sort -u | wc -l | tr -d ' ')"
+
+# --- enrich -------------------------------------------------------------------------------
+head -n 10 "$tmp/messages.jsonl" | jq -s --arg arn "$queue_arn" '{Records: map({
+  messageId: .MessageId, receiptHandle: .ReceiptHandle, body: .Body, md5OfBody: .MD5OfBody,
+  attributes: {}, messageAttributes: {}, eventSource: "aws:sqs", eventSourceARN: $arn,
+  awsRegion: "us-east-1"})}' >"$tmp/sqs-event.json"
+batch_ids=$(jq -r '.Records[].body | fromjson | .push_id' "$tmp/sqs-event.json" | paste -sd, -)
+log "invoking enrich with an SQS event of 10 messages"
+invoke enrich "$tmp/sqs-event.json" "$tmp/enrich.json"
+log "enrich answered: $(jq -c . "$tmp/enrich.json")"
+check "batch item failures" 0 "$(jq '.batchItemFailures | length' "$tmp/enrich.json")"
+check "push events of the batch completed" 10 "$(sql "SELECT count(*) FROM push_events WHERE push_id IN ($batch_ids) AND enrichment_status = 'completed'")"
+check "push events enriched outside the batch" 0 "$(sql "SELECT count(*) FROM push_events WHERE push_id NOT IN ($batch_ids) AND enrichment_status <> 'pending'")"
+
+log "the same batch again (a duplicate delivery)"
+invoke enrich "$tmp/sqs-event.json" "$tmp/enrich-again.json"
+check "batch item failures on redelivery" 0 "$(jq '.batchItemFailures | length' "$tmp/enrich-again.json")"
+
+echo "lambda smoke test passed: ingest stored 300 events (3 S3 objects) and queued $pushes push ids; enrich completed its batch of 10"
