@@ -47,6 +47,19 @@ impl Clock for TokioClock {
     }
 }
 
+/// Waits `d` on `clock`, or until `stop` is set. Returns `true` when stopped.
+pub async fn sleep_or_stop(
+    clock: &dyn Clock,
+    d: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let stopped = tokio::select! {
+        _ = clock.sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
 /// A clock that only moves when told to; `sleep` advances it instantly.
 #[derive(Clone, Debug)]
 pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);

@@ -13,7 +13,7 @@
 //!   result, and defer their push events if it takes too long).
 
 use crate::budget::Purpose;
-use crate::clock::Clock;
+use crate::clock::{sleep_or_stop, Clock};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::store::cache::{self, Kind};
 use crate::store::work::{self, Claim, WorkItem};
@@ -218,9 +218,8 @@ impl Enricher {
                 .to_std()
                 .unwrap_or_default()
                 .max(Duration::from_millis(200));
-            tokio::select! {
-                _ = self.clock.sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+            if sleep_or_stop(self.clock.as_ref(), wait, &mut stop).await {
+                return Ok(());
             }
         }
     }

@@ -12,7 +12,7 @@
 //! - one cycle per feed at a time across processes (advisory lock).
 
 use crate::budget::Purpose;
-use crate::clock::Clock;
+use crate::clock::{sleep_or_stop, Clock};
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
@@ -42,7 +42,12 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        Self { per_page: 100, max_pages: 3, default_poll_interval: Duration::from_secs(60), pace_to_budget: true }
+        Self {
+            per_page: 100,
+            max_pages: 3,
+            default_poll_interval: Duration::from_secs(60),
+            pace_to_budget: true,
+        }
     }
 }
 
@@ -122,7 +127,11 @@ pub enum IngestError {
     #[error(transparent)]
     Github(#[from] GithubError),
     #[error("page {page} of {feed} is not a JSON array of events ({reason}); nothing from it was stored")]
-    MalformedPage { feed: String, page: u32, reason: String },
+    MalformedPage {
+        feed: String,
+        page: u32,
+        reason: String,
+    },
     #[error(transparent)]
     Raw(#[from] RawStoreError),
 }
@@ -155,7 +164,8 @@ impl Ingestor {
     /// is an error (the summary is recorded in `poll_state` either way).
     pub async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
         let feed = EVENTS_FEED;
-        let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await? else {
+        let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await?
+        else {
             info!(feed, "another process is polling this feed; nothing to do");
             return Ok(CycleSummary::new(Outcome::Busy));
         };
@@ -176,11 +186,16 @@ impl Ingestor {
         }
         let resume_incomplete = state.previous_cycle_incomplete();
         if resume_incomplete {
-            warn!(feed, "previous cycle did not complete: walking every page without the ETag");
+            warn!(
+                feed,
+                "previous cycle did not complete: walking every page without the ETag"
+            );
         }
         let requests_before = self.github.requests_sent();
         let mut summary = CycleSummary::new(Outcome::Completed);
-        let mut poll_interval: Option<Duration> = state.poll_interval_secs.map(|s| Duration::from_secs(s.max(0) as u64));
+        let mut poll_interval: Option<Duration> = state
+            .poll_interval_secs
+            .map(|s| Duration::from_secs(s.max(0) as u64));
         let mut new_etag: Option<String> = None;
         let mut completed = true;
         let mut error: Option<IngestError> = None;
@@ -189,11 +204,18 @@ impl Ingestor {
         let mut target = format!("/events?per_page={}", self.options.per_page);
         for page in 1..=self.options.max_pages {
             if page > 1 && *self.stop.borrow() {
-                info!(feed, page, "stop requested: ending the cycle after the page in hand");
+                info!(
+                    feed,
+                    page, "stop requested: ending the cycle after the page in hand"
+                );
                 completed = false;
                 break;
             }
-            let etag = if page == 1 && !resume_incomplete { state.etag.as_deref() } else { None };
+            let etag = if page == 1 && !resume_incomplete {
+                state.etag.as_deref()
+            } else {
+                None
+            };
             let fetched = match self.github.get(&target, etag, Purpose::Ingest).await {
                 Ok(f) => f,
                 Err(e) if e.wait_until().is_some() => {
@@ -211,9 +233,16 @@ impl Ingestor {
                 }
             };
             match fetched {
-                Fetched::NotModified { poll_interval: pi, rate } => {
+                Fetched::NotModified {
+                    poll_interval: pi,
+                    rate,
+                } => {
                     summary.not_modified += 1;
-                    summary.outcome = if page == 1 { Outcome::NotModified } else { summary.outcome };
+                    summary.outcome = if page == 1 {
+                        Outcome::NotModified
+                    } else {
+                        summary.outcome
+                    };
                     poll_interval = pi.or(poll_interval);
                     note_rate(&mut summary, rate.as_ref());
                     break;
@@ -227,14 +256,24 @@ impl Ingestor {
                     }));
                     break;
                 }
-                Fetched::Ok { body, etag: page_etag, next, poll_interval: pi, rate } => {
+                Fetched::Ok {
+                    body,
+                    etag: page_etag,
+                    next,
+                    poll_interval: pi,
+                    rate,
+                } => {
                     poll_interval = pi.or(poll_interval);
                     note_rate(&mut summary, rate.as_ref());
                     let items: Vec<&RawValue> = match serde_json::from_slice(&body) {
                         Ok(items) => items,
                         Err(e) => {
                             completed = false;
-                            error = Some(IngestError::MalformedPage { feed: feed.into(), page, reason: e.to_string() });
+                            error = Some(IngestError::MalformedPage {
+                                feed: feed.into(),
+                                page,
+                                reason: e.to_string(),
+                            });
                             break;
                         }
                     };
@@ -247,7 +286,10 @@ impl Ingestor {
                         // From here until the cycle completes, a crash leaves it incomplete.
                         PollState::mark_started(&self.pool, feed, self.clock.now()).await?;
                     }
-                    let overlap = match self.store_page(&items, page, &cycle_label, &mut summary).await {
+                    let overlap = match self
+                        .store_page(&items, page, &cycle_label, &mut summary)
+                        .await
+                    {
                         Ok(dups) => dups > 0,
                         Err(e) => {
                             completed = false;
@@ -338,7 +380,10 @@ impl Ingestor {
     /// Polls until `stop` is set: one cycle, then a wait until the next poll is due (GitHub's
     /// `X-Poll-Interval`, the budget's reset, or a back-off after a failure). `on_cycle` sees
     /// every cycle's result.
-    pub async fn run_loop(&self, mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>)) -> Result<(), StoreError> {
+    pub async fn run_loop(
+        &self,
+        mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>),
+    ) -> Result<(), StoreError> {
         let mut stop = self.stop.clone();
         loop {
             if *stop.borrow() {
@@ -351,12 +396,17 @@ impl Ingestor {
                 Ok(s) => s.next_poll_at.or(s.resume_at),
                 Err(_) => PollState::load(&self.pool, EVENTS_FEED).await?.next_poll_at,
             }
-            .unwrap_or(now + chrono::Duration::from_std(self.options.default_poll_interval).unwrap_or_default());
+            .unwrap_or(
+                now + chrono::Duration::from_std(self.options.default_poll_interval)
+                    .unwrap_or_default(),
+            );
             // At least a second between cycles, whatever the state says.
-            let wait = (wake - now).to_std().unwrap_or_default().max(Duration::from_secs(1));
-            tokio::select! {
-                _ = self.clock.sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+            let wait = (wake - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            if sleep_or_stop(self.clock.as_ref(), wait, &mut stop).await {
+                return Ok(());
             }
         }
     }
@@ -372,7 +422,11 @@ impl Ingestor {
         let now = self.clock.now();
         let refs = self
             .raw
-            .put_page(&Page { events: items, fetched_at: now, label: format!("{cycle_label}-p{page}") })
+            .put_page(&Page {
+                events: items,
+                fetched_at: now,
+                label: format!("{cycle_label}-p{page}"),
+            })
             .await?;
         let mut batch = Vec::with_capacity(items.len());
         let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
@@ -391,7 +445,10 @@ impl Ingestor {
         summary.duplicates += write.duplicates;
         summary.parse_failures += write.parse_failed_new;
         summary.new_push_events += write.new_push_ids.len() as u64;
-        for e in batch.iter().filter(|e| matches!(e.parsed, Parsed::Failed(..))) {
+        for e in batch
+            .iter()
+            .filter(|e| matches!(e.parsed, Parsed::Failed(..)))
+        {
             if let Parsed::Failed(row, err) = &e.parsed {
                 warn!(event_id = row.event_id, reason = %err, error_code = "parse_failed", "stored raw with parse status failed");
             }
