@@ -1,7 +1,7 @@
 //! The `ghevents` binary end to end, on the real GH Archive files and a local GitHub
 //! stand-in.
 
-use ghevents::clock::TokioClock;
+use ghevents::clock::SystemClock;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::events_page;
 use ghevents_tests::replay::{ReplayServer, Reply};
@@ -49,7 +49,13 @@ async fn migrate_twice_applies_once() {
     let db = TestDb::new_empty().await;
     let files = std::fs::read_dir(ghevents_tests::repo_root().join("migrations"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sql"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sql")
+        })
         .count();
     assert!(files >= 2);
     let (code, out, err) = run(&db, &["migrate"], &[]).await;
@@ -58,7 +64,11 @@ async fn migrate_twice_applies_once() {
     let (code, out, _) = run(&db, &["migrate"], &[]).await;
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "migrations applied: 0");
-    assert_eq!(db.count("SELECT count(*) FROM refinery_schema_history").await, files as i64);
+    assert_eq!(
+        db.count("SELECT count(*) FROM refinery_schema_history")
+            .await,
+        files as i64
+    );
 }
 
 /// Reads a GH Archive file with serde_json alone (not the project's parser).
@@ -242,7 +252,7 @@ async fn a_file_that_does_not_exist_is_named_in_a_one_line_error() {
 #[tokio::test]
 async fn two_ingest_once_at_the_same_time_store_each_event_once_without_error() {
     let db = TestDb::new().await;
-    let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
+    let gh = ReplayServer::start(Arc::new(SystemClock)).await;
     let ids: Vec<i64> = (1..=100).collect();
     for _ in 0..2 {
         gh.push(
@@ -271,7 +281,7 @@ async fn two_ingest_once_at_the_same_time_store_each_event_once_without_error() 
 async fn ingest_once_fails_with_a_one_line_reason_and_never_prints_the_token() {
     const TOKEN: &str = "ghp_CliSecretTokenValue9876543210zyxw";
     let db = TestDb::new().await;
-    let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
+    let gh = ReplayServer::start(Arc::new(SystemClock)).await;
     gh.push(
         "/events",
         Reply::new(401).body(
@@ -329,7 +339,7 @@ async fn a_missing_database_url_is_named() {
 #[tokio::test]
 async fn status_reports_budget_poll_and_rows_as_json() {
     let db = TestDb::new().await;
-    let gh = ReplayServer::start(Arc::new(TokioClock::new())).await;
+    let gh = ReplayServer::start(Arc::new(SystemClock)).await;
     gh.push(
         "/events",
         events_page(&[1, 2, 3], "W/\"a\"", 42, 4102444800, None),

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use ghevents::app::{github_config, App};
 use ghevents::budget::Purpose;
-use ghevents::clock::{Clock, ManualClock, TokioClock};
+use ghevents::clock::{Clock, ManualClock, SystemClock};
 use ghevents::config::Config;
 use ghevents::enrich::{EnrichOptions, Enricher};
 use ghevents::github::{GithubError, RetryPolicy};
@@ -86,7 +86,7 @@ async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distin
     let db = TestDb::new().await;
     import(&db, "2015-01-01-0.json.gz").await;
     let sim = sim("2015-01-01-0.json.gz", |_| {}).await;
-    let app = app(&db, &sim, Arc::new(TokioClock::new()), &[]);
+    let app = app(&db, &sim, Arc::new(SystemClock), &[]);
 
     let s = enricher(&app, |_| {}).drain().await.unwrap();
 
@@ -156,7 +156,7 @@ async fn within_the_ttl_nothing_is_requested_and_with_ttl_zero_every_request_is_
     let db = TestDb::new().await;
     import(&db, HOUR_2021).await;
     let sim = sim(HOUR_2021, |_| {}).await;
-    let app = app(&db, &sim, Arc::new(TokioClock::new()), &[]);
+    let app = app(&db, &sim, Arc::new(SystemClock), &[]);
     let first = enricher(&app, |_| {}).drain().await.unwrap();
     assert!(first.requests > 0);
     let entities = first.requests;
@@ -234,7 +234,7 @@ async fn enrichment_stops_at_its_share_of_60_and_ingest_keeps_its_reserve() {
     let app = app(
         &db,
         &sim,
-        Arc::new(TokioClock::new()),
+        Arc::new(SystemClock),
         &[("INGEST_RESERVE", "20")],
     );
 
@@ -283,7 +283,7 @@ async fn three_workers_at_once_fetch_each_entity_once_and_never_overdraw() {
     import(&db, HOUR_2021).await;
     let sim = sim(HOUR_2021, |c| c.limit_anonymous = 5000).await;
     let apps: Vec<App> = (0..3)
-        .map(|_| app(&db, &sim, Arc::new(TokioClock::new()), &[]))
+        .map(|_| app(&db, &sim, Arc::new(SystemClock), &[]))
         .collect();
     let workers: Vec<Enricher> = apps
         .iter()
@@ -333,7 +333,7 @@ async fn three_workers_on_a_small_budget_never_overdraw_it() {
             app(
                 &db,
                 &sim,
-                Arc::new(TokioClock::new()),
+                Arc::new(SystemClock),
                 &[("INGEST_RESERVE", "20")],
             )
         })
@@ -376,7 +376,7 @@ async fn gone_users_and_repos_complete_the_push_event_and_are_never_asked_again(
         c.gone_repos = vec![repo.clone()];
     })
     .await;
-    let app = app(&db, &sim, Arc::new(TokioClock::new()), &[]);
+    let app = app(&db, &sim, Arc::new(SystemClock), &[]);
 
     enricher(&app, |_| {}).drain().await.unwrap();
 
@@ -511,7 +511,7 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
         100_000,
         Fault::Status { code: 500 },
     ));
-    let app = app(&db, &sim, Arc::new(TokioClock::new()), &[]);
+    let app = app(&db, &sim, Arc::new(SystemClock), &[]);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let worker = enricher(&app, |_| {});
     let enrich_loop = tokio::spawn(async move { worker.run_loop(stop).await });

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ghevents::app::App;
 use ghevents::budget::Purpose;
-use ghevents::clock::{Clock, TokioClock};
+use ghevents::clock::{Clock, SystemClock};
 use ghevents::config::{Config, LogFormat};
 use ghevents::import::{import_file, ImportSummary, Progress};
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Migrate = cli.command {
         let pool = store::pool(config.require_database_url()?, 2)?;
         let applied = store::migrate(&pool).await.context("applying migrations")?;

@@ -12,35 +12,15 @@ pub trait Clock: Send + Sync {
     async fn sleep(&self, d: Duration);
 }
 
-/// Wall-clock time measured through tokio's clock: in production it is `Utc::now()`; under
-/// `tokio::time::pause()` it advances only when the runtime does, so loops that wait on it
-/// can be tested without waiting.
-#[derive(Clone, Debug)]
-pub struct TokioClock {
-    base_utc: DateTime<Utc>,
-    base_instant: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn new() -> Self {
-        Self {
-            base_utc: Utc::now(),
-            base_instant: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The wall clock: `Utc::now()`, and tokio's timer for waits. Time is always read afresh, so
+/// it stays right across a frozen Lambda container or a suspended laptop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
 
 #[async_trait::async_trait]
-impl Clock for TokioClock {
+impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.base_instant);
-        self.base_utc + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+        Utc::now()
     }
     async fn sleep(&self, d: Duration) {
         tokio::time::sleep(d).await
@@ -91,14 +71,6 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn tokio_clock_follows_paused_time() {
-        let clock = TokioClock::new();
-        let t0 = clock.now();
-        clock.sleep(Duration::from_secs(3600)).await;
-        assert_eq!((clock.now() - t0).num_seconds(), 3600);
-    }
 
     #[tokio::test]
     async fn manual_clock_moves_only_when_told() {

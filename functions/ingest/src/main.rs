@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use ghevents::app::App;
-use ghevents::aws::{init_tracing, LambdaEnv, WallClock};
+use ghevents::aws::{init_tracing, LambdaEnv};
+use ghevents::clock::SystemClock;
 use ghevents_ingest::{handler, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ async fn main() -> Result<(), Error> {
         .context("reading configuration and secrets")?;
     // One small pool per container, kept across invocations; broken connections are replaced.
     // Pending migrations are applied here, once, under an advisory lock.
-    let app = App::start(env.config.clone(), Arc::new(WallClock), 3)
+    let app = App::start(env.config.clone(), Arc::new(SystemClock), 3)
         .await
         .context("connecting to Postgres")?;
     let queue = env.push_queue();

@@ -9,15 +9,12 @@ pub mod s3;
 pub mod secrets;
 pub mod sqs;
 
-use crate::clock::Clock;
 use crate::config::{Config, RawPayloadStore};
 use crate::raw::{ObjectRaw, PushQueue, RawStore};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The shared AWS configuration: credentials, region and endpoint from the environment, and
 /// the SDK's HTTPS client on rustls with ring (the crypto provider the rest of the workspace
@@ -132,22 +129,6 @@ pub fn init_tracing() {
     } else {
         builder.try_init()
     };
-}
-
-/// The wall clock. Lambda freezes a container between invocations and a monotonic clock may
-/// not count the frozen time, so functions read `Utc::now()` rather than a clock measured
-/// from process start.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WallClock;
-
-#[async_trait::async_trait]
-impl Clock for WallClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-    async fn sleep(&self, d: Duration) {
-        tokio::time::sleep(d).await
-    }
 }
 
 /// Whether an AWS call that failed (after the SDK's own retries) can succeed later:
