@@ -50,11 +50,29 @@ pub fn ghevents_bin() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"));
     BUILD.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
+        let mut build = std::process::Command::new(cargo);
+        build
             .args(["build", "-q", "-p", "ghevents-cli", "--bin", "ghevents"])
-            .current_dir(repo_root())
-            .status()
-            .expect("running cargo build for ghevents");
+            .current_dir(repo_root());
+        // `cargo test` describes this package to the test in CARGO_PKG_*, CARGO_MANIFEST_*, …;
+        // ring's build script reruns when those change, so passing them on would rebuild ring
+        // here and again at the next `cargo test` (about 30 s each time).
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build.status().expect("running cargo build for ghevents");
         assert!(status.success(), "cargo build of ghevents failed");
     });
     target.join("debug/ghevents")
