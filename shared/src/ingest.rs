@@ -38,6 +38,9 @@ pub struct IngestOptions {
     /// Spread the remaining budget until the window resets (never polls sooner than
     /// `X-Poll-Interval` either way).
     pub pace_to_budget: bool,
+    /// The longest rate-limit window GitHub has (an hour): a reset announced further away is
+    /// not paced on, only the last few requests are spread.
+    pub rate_window: Duration,
 }
 
 impl Default for IngestOptions {
@@ -47,6 +50,7 @@ impl Default for IngestOptions {
             max_pages: 3,
             default_poll_interval: Duration::from_secs(60),
             pace_to_budget: true,
+            rate_window: Duration::from_secs(3600),
         }
     }
 }
@@ -309,7 +313,11 @@ impl Ingestor {
         }
         summary.requests = self.github.requests_sent() - requests_before;
 
-        // When to poll next: GitHub's interval, stretched to make the budget last the window.
+        // When to poll next: never sooner than GitHub's interval, and the budget spread evenly
+        // over what is left of its window. A cycle that spent k requests (a 304 is free) waits
+        // k shares of (time to reset) / (requests left + 1): the last request goes out before
+        // the reset, and a feed busier than the budget is read in full pages rather than in
+        // pages of mostly stored events at first and nothing at all near the reset.
         let now = self.clock.now();
         let interval = poll_interval.unwrap_or(self.options.default_poll_interval);
         let mut next_poll = now + chrono::Duration::from_std(interval).unwrap_or_default();
@@ -317,12 +325,30 @@ impl Ingestor {
             if let Ok(b) = self.budget.snapshot(now).await {
                 let avail = b.available(Purpose::Ingest, 0, now);
                 if let Some(reset) = b.reset_at.filter(|r| *r > now) {
-                    let pages = i64::from(self.options.max_pages.max(1));
-                    let cycles_left = (i64::from(avail) / pages).max(1);
-                    let spread = (reset - now) / i32::try_from(cycles_left).unwrap_or(i32::MAX);
-                    if now + spread > next_poll && avail < i32::try_from(pages * 2).unwrap_or(6) {
-                        next_poll = now + spread;
-                    }
+                    let to_reset = reset - now;
+                    let window = chrono::Duration::from_std(self.options.rate_window)
+                        .unwrap_or(chrono::Duration::MAX);
+                    let spread = if to_reset <= window {
+                        let spent =
+                            i32::try_from(summary.requests.saturating_sub(summary.not_modified))
+                                .unwrap_or(i32::MAX);
+                        let share = to_reset / (avail.max(0) + 1);
+                        share
+                            .checked_mul(spent)
+                            .map_or(to_reset, |d| d.min(to_reset))
+                    } else {
+                        // A reset further away than any window of GitHub's: only keep the last
+                        // few requests from going at once.
+                        let pages = i64::from(self.options.max_pages.max(1));
+                        let cycles_left = (i64::from(avail) / pages).max(1);
+                        let spread = to_reset / i32::try_from(cycles_left).unwrap_or(i32::MAX);
+                        if avail < i32::try_from(pages * 2).unwrap_or(6) {
+                            spread
+                        } else {
+                            chrono::Duration::zero()
+                        }
+                    };
+                    next_poll = next_poll.max(now + spread);
                 }
             }
         }
