@@ -1,6 +1,6 @@
 //! GH Archive import: files (gzip or plain NDJSON) are streamed line by line — never loaded
 //! whole — through the same parser and store as the API path. Decoding and parsing run on a
-//! blocking thread while the previous batch is written.
+//! blocking thread while earlier batches are written, [`WRITERS`] transactions at a time.
 
 use crate::event::{parse_event_str, ParseError};
 use crate::store::{self, EventInsert, RawRef, Source, StoreError};
@@ -16,6 +16,16 @@ use std::sync::Arc;
 
 /// How many first line numbers each rejection reason keeps.
 const SAMPLE_LINES: usize = 5;
+
+/// Batches written at the same time, each in its own transaction on its own connection. The
+/// import is bound by Postgres (jsonb input, six indexes per table, the push_events foreign
+/// key), not by this process: one transaction in flight keeps one backend busy, two keep a
+/// second core busy too (README, "Performance"; a third brought nothing more on 2 cores).
+pub const WRITERS: usize = 2;
+
+/// Attempts per batch when Postgres answers with a retryable error (a deadlock between the
+/// writers, a dropped connection): a batch's transaction is all or nothing and idempotent.
+const BATCH_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -53,6 +63,13 @@ pub struct ImportSummary {
 impl ImportSummary {
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().map(|r| r.count).sum()
+    }
+
+    fn add(&mut self, w: store::PageWrite) {
+        self.stored += w.new_events;
+        self.duplicates += w.duplicates;
+        self.push_events += w.new_push_ids.len() as u64;
+        self.parse_failed += w.parse_failed_new;
     }
 
     fn reject(&mut self, line: u64, e: &ParseError) {
@@ -182,6 +199,7 @@ pub async fn import_file(
         file: path.display().to_string(),
         ..Default::default()
     };
+    let mut writes = tokio::task::JoinSet::new();
     while let Some(batch) = rx.recv().await {
         let batch = batch.map_err(io_err)?;
         summary.lines += batch.lines;
@@ -192,12 +210,48 @@ pub async fn import_file(
         if batch.events.is_empty() {
             continue;
         }
-        let w = store::write_events(pool, &batch.events, Source::Archive, now).await?;
-        summary.stored += w.new_events;
-        summary.duplicates += w.duplicates;
-        summary.push_events += w.new_push_ids.len() as u64;
-        summary.parse_failed += w.parse_failed_new;
+        if writes.len() >= WRITERS {
+            if let Some(done) = writes.join_next().await {
+                summary.add(joined(done)?);
+            }
+        }
+        let mut events = batch.events;
+        // Every transaction takes its ids in ascending order, so two writers waiting on each
+        // other's uncommitted rows (the same id in both batches) cannot deadlock.
+        events.sort_by_key(|e| e.parsed.event().event_id);
+        let pool = pool.clone();
+        writes.spawn(async move { write_batch(&pool, &events, now).await });
+    }
+    while let Some(done) = writes.join_next().await {
+        summary.add(joined(done)?);
     }
     reader.await.map_err(|e| io_err(std::io::Error::other(e)))?;
     Ok(summary)
+}
+
+async fn write_batch(
+    pool: &Pool,
+    events: &[EventInsert],
+    now: DateTime<Utc>,
+) -> Result<store::PageWrite, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match store::write_events(pool, events, Source::Archive, now).await {
+            Err(e) if e.is_retryable() && attempt < BATCH_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "import batch rolled back; writing it again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The result of a finished write; a panic in it goes on unwinding here.
+fn joined(
+    done: Result<Result<store::PageWrite, StoreError>, tokio::task::JoinError>,
+) -> Result<store::PageWrite, ImportError> {
+    match done {
+        Ok(w) => Ok(w?),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
