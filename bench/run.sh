@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks, in one command: builds the release binaries, then runs bench/bench.py, which
-# prints a table and writes target/bench/results.json (about 12 minutes on 2 cores).
+# prints a table and writes target/bench/results.json (under 5 minutes on 2 cores, after the
+# build).
 #
 #   bench/run.sh                       capture, import and footprint
 #   bench/run.sh --only import         one part (capture, import, footprint; comma-separated)
