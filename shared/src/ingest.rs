@@ -314,7 +314,7 @@ impl Ingestor {
         summary.requests = self.github.requests_sent() - requests_before;
 
         // When to poll next: never sooner than GitHub's interval, and the budget spread evenly
-        // over what is left of its window. A cycle that spent k requests (a 304 is free) waits
+        // over what is left of its window. A cycle that fetched k pages (a 304 is free) waits
         // k shares of (time to reset) / (requests left + 1): the last request goes out before
         // the reset, and a feed busier than the budget is read in full pages rather than in
         // pages of mostly stored events at first and nothing at all near the reset.
@@ -329,9 +329,9 @@ impl Ingestor {
                     let window = chrono::Duration::from_std(self.options.rate_window)
                         .unwrap_or(chrono::Duration::MAX);
                     let spread = if to_reset <= window {
-                        let spent =
-                            i32::try_from(summary.requests.saturating_sub(summary.not_modified))
-                                .unwrap_or(i32::MAX);
+                        // What this cycle spent: its pages (a 304 is free). Not `requests`,
+                        // which also counts what enrichment sent meanwhile on the same client.
+                        let spent = i32::try_from(summary.pages).unwrap_or(i32::MAX);
                         let share = to_reset / (avail.max(0) + 1);
                         share
                             .checked_mul(spent)
