@@ -263,6 +263,33 @@ async fn pagination_stops_at_the_first_page_holding_a_stored_event() {
 }
 
 #[tokio::test]
+async fn events_this_cycle_stored_on_page_one_do_not_stop_the_walk() {
+    let h = harness().await;
+    // The feed moves on between two requests: page 2 starts with the last 4 events of page 1.
+    let page1: Vec<i64> = (201..=300).rev().collect();
+    let page2: Vec<i64> = (197..=204).rev().chain((101..=192).rev()).collect();
+    let page3: Vec<i64> = (1..=100).rev().collect();
+    h.gh.push(
+        "/events",
+        events_page(&page1, "W/\"a\"", 59, 4102444800, Some(2)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&page2, "W/\"b\"", 58, 4102444800, Some(3)),
+    );
+    h.gh.push(
+        "/events",
+        events_page(&page3, "W/\"c\"", 57, 4102444800, None),
+    );
+
+    let s = h.ingestor.run_cycle().await.unwrap();
+
+    assert_eq!((s.requests, s.pages), (3, 3), "the walk goes on to page 3");
+    assert_eq!((s.new_events, s.duplicates), (296, 4));
+    assert_eq!(h.events().await, 296);
+}
+
+#[tokio::test]
 async fn pagination_stops_at_page_three_even_when_the_link_says_more() {
     let h = harness().await;
     for (i, chunk) in (1..=300i64).collect::<Vec<_>>().chunks(100).enumerate() {

@@ -205,6 +205,7 @@ impl Ingestor {
         let mut error: Option<IngestError> = None;
         let cycle_label = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
 
+        let mut this_cycle: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let mut target = format!("/events?per_page={}", self.options.per_page);
         for page in 1..=self.options.max_pages {
             if page > 1 && *self.stop.borrow() {
@@ -294,7 +295,17 @@ impl Ingestor {
                         .store_page(&items, page, &cycle_label, &mut summary)
                         .await
                     {
-                        Ok(dups) => dups > 0,
+                        // The frontier is an event stored before this cycle. Events this cycle
+                        // stored itself show up again on the next page when the feed moves on
+                        // between two requests; they say nothing about older pages.
+                        Ok(stored) => {
+                            let frontier = stored
+                                .duplicate_ids
+                                .iter()
+                                .any(|id| !this_cycle.contains(id));
+                            this_cycle.extend(stored.page_ids);
+                            frontier
+                        }
                         Err(e) => {
                             completed = false;
                             error = Some(e);
@@ -437,14 +448,14 @@ impl Ingestor {
         }
     }
 
-    /// Stores one page in one transaction; returns how many of its events were already stored.
+    /// Stores one page in one transaction; says which of its events were stored already.
     async fn store_page(
         &self,
         items: &[&RawValue],
         page: u32,
         cycle_label: &str,
         summary: &mut CycleSummary,
-    ) -> Result<u64, IngestError> {
+    ) -> Result<StoredPage, IngestError> {
         let now = self.clock.now();
         let refs = self
             .raw
@@ -497,8 +508,17 @@ impl Ingestor {
             }
         }
         summary.new_push_ids.extend_from_slice(&write.new_push_ids);
-        Ok(write.duplicates)
+        Ok(StoredPage {
+            page_ids: batch.iter().map(|e| e.parsed.event().event_id).collect(),
+            duplicate_ids: write.duplicate_ids,
+        })
     }
+}
+
+/// The event ids of a stored page, and those of them that were stored already.
+struct StoredPage {
+    page_ids: Vec<i64>,
+    duplicate_ids: Vec<i64>,
 }
 
 fn note_rate(s: &mut CycleSummary, rate: Option<&crate::github::RateInfo>) {
