@@ -85,6 +85,15 @@ pub enum EnrichError {
     Store(#[from] StoreError),
 }
 
+impl EnrichError {
+    /// Whether trying the same work again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EnrichError::Store(e) => e.is_retryable(),
+        }
+    }
+}
+
 /// What a drain did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DrainSummary {

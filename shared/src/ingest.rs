@@ -100,7 +100,8 @@ pub struct CycleSummary {
 }
 
 impl CycleSummary {
-    fn new(outcome: Outcome) -> Self {
+    /// An empty summary with this outcome.
+    pub fn new(outcome: Outcome) -> Self {
         Self {
             outcome,
             requests: 0,
@@ -141,6 +142,17 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// Whether a later cycle can do better than this one did.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IngestError::Store(s) => s.is_retryable(),
+            IngestError::Github(g) => g.is_retryable(),
+            // GitHub sent a broken page; the next poll gets a new one.
+            IngestError::MalformedPage { .. } => true,
+            IngestError::Raw(r) => r.retryable,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             IngestError::Store(_) => "store",

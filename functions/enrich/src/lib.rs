@@ -100,12 +100,7 @@ pub enum HandlerError {
 impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            HandlerError::Enrich {
-                source: EnrichError::Store(e),
-                ..
-            } => e.is_retryable(),
-            #[allow(unreachable_patterns)]
-            _ => true,
+            HandlerError::Enrich { source, .. } => source.is_retryable(),
         }
     }
 }

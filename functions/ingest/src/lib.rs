@@ -98,15 +98,7 @@ impl HandlerError {
 
 /// Whether the next invocation can do better than this one did.
 pub fn cycle_error_retryable(e: &IngestError) -> bool {
-    match e {
-        IngestError::Store(s) => s.is_retryable(),
-        IngestError::Github(g) => g.is_retryable(),
-        // GitHub sent a broken page; the next poll gets a new one.
-        IngestError::MalformedPage { .. } => true,
-        IngestError::Raw(r) => r.retryable,
-        #[allow(unreachable_patterns)]
-        _ => true,
-    }
+    e.is_retryable()
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -217,24 +209,13 @@ mod tests {
 
     pub(crate) fn summary(outcome: Outcome) -> CycleSummary {
         CycleSummary {
-            outcome,
             requests: 2,
-            not_modified: 0,
             pages: 2,
             events_fetched: 200,
             new_events: 150,
             duplicates: 50,
             new_push_events: 40,
-            parse_failures: 0,
-            rejected: 0,
-            rate_limit: None,
-            rate_remaining: None,
-            rate_reset: None,
-            next_poll_at: None,
-            resume_at: None,
-            error: None,
-            error_code: None,
-            new_push_ids: Vec::new(),
+            ..CycleSummary::new(outcome)
         }
     }
 
