@@ -3,10 +3,9 @@
 //! ground truth: requests per login and repository, statuses, violations.
 
 use chrono::Utc;
-use ghevents::app::{github_config, App};
+use ghevents::app::App;
 use ghevents::budget::Purpose;
 use ghevents::clock::{Clock, ManualClock, SystemClock};
-use ghevents::config::Config;
 use ghevents::enrich::{EnrichOptions, Enricher};
 use ghevents::github::{GithubError, RetryPolicy};
 use ghevents::import::{import_file, Progress};
@@ -36,19 +35,12 @@ async fn sim(file: &str, tweak: impl FnOnce(&mut SimConfig)) -> Sim {
 }
 
 fn app(db: &TestDb, sim: &Sim, clock: Arc<dyn Clock>, env: &[(&str, &str)]) -> App {
-    let mut vars: std::collections::HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("GITHUB_API_URL".into(), sim.url());
-    let config = Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
-    let mut gh = github_config(&config);
-    gh.retry = RetryPolicy {
+    let retry = RetryPolicy {
         max_retries: 2,
         min_delay: Duration::from_millis(2),
         max_delay: Duration::from_millis(10),
     };
-    App::assemble(config, db.pool.clone(), clock, gh).unwrap()
+    ghevents_tests::app(&sim.url(), &db.pool, clock, env, Some(retry))
 }
 
 fn enricher(app: &App, tweak: impl FnOnce(&mut EnrichOptions)) -> Enricher {

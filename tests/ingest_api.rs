@@ -3,10 +3,9 @@
 //! cases. Time is a manual clock: no test waits for a poll interval.
 
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::{github_config, App};
+use ghevents::app::App;
 use ghevents::budget::Purpose;
 use ghevents::clock::{Clock, ManualClock};
-use ghevents::config::Config;
 use ghevents::github::{GithubError, RetryPolicy};
 use ghevents::ingest::{IngestError, Ingestor, Outcome};
 use ghevents_tests::data_dir;
@@ -50,21 +49,19 @@ async fn harness() -> Harness {
 }
 
 fn app_for(db: &TestDb, gh: &ReplayServer, clock: &ManualClock, token: Option<&str>) -> App {
-    let url = gh.url.clone();
-    let token = token.map(str::to_owned);
-    let config = Config::from_lookup(&move |k| match k {
-        "GITHUB_API_URL" => Some(url.clone()),
-        "GITHUB_TOKEN" => token.clone(),
-        _ => None,
-    })
-    .unwrap();
-    let mut ghc = github_config(&config);
-    ghc.retry = RetryPolicy {
+    let env: Vec<(&str, &str)> = token.map(|t| ("GITHUB_TOKEN", t)).into_iter().collect();
+    let retry = RetryPolicy {
         max_retries: 3,
         min_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     };
-    App::assemble(config, db.pool.clone(), Arc::new(clock.clone()), ghc).unwrap()
+    ghevents_tests::app(
+        &gh.url,
+        &db.pool,
+        Arc::new(clock.clone()),
+        &env,
+        Some(retry),
+    )
 }
 
 fn recording(name: &str) -> std::path::PathBuf {

@@ -10,10 +10,9 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use aws_support::{localstack, Aws};
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::{github_config, App};
+use ghevents::app::App;
 use ghevents::aws::sqs::SqsQueue;
 use ghevents::clock::ManualClock;
-use ghevents::config::Config;
 use ghevents::enrich::Enricher;
 use ghevents::raw::PushQueue;
 use ghevents_enrich::{handler, Deps, SqsPostpone};
@@ -77,17 +76,13 @@ async fn harness(limit: u32, window: Duration) -> Harness {
 
 impl Harness {
     fn app(&self) -> App {
-        let url = self.sim.url();
-        let config =
-            Config::from_lookup(&move |k| (k == "GITHUB_API_URL").then(|| url.clone())).unwrap();
-        let ghc = github_config(&config);
-        App::assemble(
-            config,
-            self.db.pool.clone(),
+        ghevents_tests::app(
+            &self.sim.url(),
+            &self.db.pool,
             Arc::new(self.clock.clone()),
-            ghc,
+            &[],
+            None,
         )
-        .unwrap()
     }
 
     /// One scheduled ingest invocation: 300 events stored, their pushes on the queue.

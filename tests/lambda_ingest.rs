@@ -8,11 +8,10 @@ mod aws_support;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_support::{localstack, sdk_for, Aws};
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::{github_config, App};
+use ghevents::app::App;
 use ghevents::aws::s3::S3Objects;
 use ghevents::aws::sqs::SqsQueue;
 use ghevents::clock::{Clock, ManualClock};
-use ghevents::config::Config;
 use ghevents::ingest::{Ingestor, Outcome};
 use ghevents::raw::{read_raw, MemoryQueue, ObjectRaw, ObjectReader, PushQueue, RawStore};
 use ghevents_ingest::{handler, Deps, HandlerError, MetricSink, Outbox, Response};
@@ -91,17 +90,13 @@ async fn harness(store: Store) -> Harness {
 
 impl Harness {
     fn app(&self) -> App {
-        let url = self.sim.url();
-        let config =
-            Config::from_lookup(&move |k| (k == "GITHUB_API_URL").then(|| url.clone())).unwrap();
-        let ghc = github_config(&config);
-        App::assemble(
-            config,
-            self.db.pool.clone(),
+        ghevents_tests::app(
+            &self.sim.url(),
+            &self.db.pool,
             Arc::new(self.clock.clone()),
-            ghc,
+            &[],
+            None,
         )
-        .unwrap()
     }
 
     fn raw_store(&self) -> Option<Arc<dyn RawStore>> {

@@ -5,7 +5,13 @@ pub mod db;
 pub mod fixtures;
 pub mod replay;
 
+use ghevents::app::{github_config, App};
+use ghevents::clock::Clock;
+use ghevents::config::Config;
+use ghevents::github::RetryPolicy;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Once;
 
 /// Logs go nowhere unless `TEST_LOG` is set.
@@ -76,4 +82,26 @@ pub fn ghevents_bin() -> PathBuf {
         assert!(status.success(), "cargo build of ghevents failed");
     });
     target.join("debug/ghevents")
+}
+
+/// An `App` on `pool` talking to the GitHub stand-in at `github_url`, with these extra
+/// configuration variables and, when given, a retry policy faster than production's.
+pub fn app(
+    github_url: &str,
+    pool: &deadpool_postgres::Pool,
+    clock: Arc<dyn Clock>,
+    env: &[(&str, &str)],
+    retry: Option<RetryPolicy>,
+) -> App {
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.insert("GITHUB_API_URL".into(), github_url.to_owned());
+    let config = Config::from_lookup(&move |k| vars.get(k).cloned()).expect("test configuration");
+    let mut gh = github_config(&config);
+    if let Some(retry) = retry {
+        gh.retry = retry;
+    }
+    App::assemble(config, pool.clone(), clock, gh).expect("app")
 }
