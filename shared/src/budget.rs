@@ -1,6 +1,10 @@
 //! The rate budget: one per GitHub identity, shared by every process (ingest and enrichment,
 //! any number of Lambdas). Before a request a process takes one unit; after the response the
 //! budget is reconciled with GitHub's own headers.
+//!
+//! Every window ends: until GitHub has said when the current one resets, it ends an hour after
+//! it began (GitHub's windows last an hour), so requests answered without rate headers can
+//! never leave the budget spent for good. A request that never reached GitHub costs nothing.
 
 use crate::github::RateInfo;
 use chrono::{DateTime, Utc};
@@ -45,6 +49,9 @@ pub enum Observation {
     },
     /// The request went out but no headers came back (timeout, connection closed, …).
     NoHeaders,
+    /// The request never reached GitHub (DNS failure, connection refused, connect timeout):
+    /// GitHub did not count it, so its unit is given back.
+    NotSent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +84,12 @@ pub struct State {
     pub limit: i32,
     pub remaining: i32,
     pub used: i32,
+    /// When the window resets. Provisional (an hour after `window_started_at`) until an answer
+    /// of this window has been applied (`github_used` is `None` until then).
     pub reset_at: Option<DateTime<Utc>>,
-    /// GitHub's `X-RateLimit-Used` of the newest answer applied.
+    /// When the current window began as far as we know: our first unit of it.
+    pub window_started_at: Option<DateTime<Utc>>,
+    /// GitHub's `X-RateLimit-Used` of the newest answer applied in this window.
     pub github_used: Option<i32>,
     /// Units taken whose answers have not been reconciled yet.
     pub in_flight: i32,
@@ -95,6 +106,7 @@ impl State {
             remaining: limit,
             used: 0,
             reset_at: None,
+            window_started_at: None,
             github_used: None,
             in_flight: 0,
             retry_after_until: None,
@@ -136,12 +148,18 @@ impl State {
             return Err(Denied::Exhausted { until });
         }
         if self.window_over(now) {
-            // A new window: GitHub has refilled it. Its reset time comes with the next answer.
+            // A new window: GitHub has refilled it.
             self.remaining = self.limit;
             self.used = 0;
             self.in_flight = 0;
             self.reset_at = None;
             self.github_used = None;
+        }
+        if self.reset_at.is_none() {
+            // Its reset time comes with the next answer; until then (and if no answer ever
+            // carries one) it ends an hour from now.
+            self.window_started_at = Some(now);
+            self.reset_at = Some(now.checked_add_signed(WINDOW).unwrap_or(now));
         }
         self.remaining -= 1;
         self.used += 1;
@@ -153,10 +171,19 @@ impl State {
     /// one already applied (same window, lower `used`) is ignored, and units other processes
     /// have taken but not yet reconciled stay subtracted.
     pub fn observe(&mut self, obs: Observation, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let unit_in_flight = self.in_flight > 0;
         self.in_flight = (self.in_flight - 1).max(0);
         self.observed_at = now;
         match obs {
             Observation::NoHeaders => None,
+            Observation::NotSent => {
+                // Unless a new window has refilled the budget since the unit was taken.
+                if unit_in_flight {
+                    self.remaining = (self.remaining + 1).min(self.limit);
+                    self.used = (self.used - 1).max(0);
+                }
+                None
+            }
             Observation::Headers(r) => {
                 self.apply(&r);
                 self.secondary_strikes = 0;
@@ -185,8 +212,12 @@ impl State {
 
     fn apply(&mut self, r: &RateInfo) {
         let used = r.used.unwrap_or(r.limit - r.remaining);
+        // No answer of this window applied yet: our reset time is only a guess, which any
+        // answer of this window corrects (an answer of the window before does not).
+        let provisional = self.github_used.is_none();
         let newer = match self.reset_at {
             None => true,
+            Some(_) if provisional => self.window_started_at.is_none_or(|s| r.reset > s),
             Some(reset) if r.reset > reset => true,
             Some(reset) if r.reset == reset => self.github_used.is_none_or(|u| used >= u),
             Some(_) => false,
@@ -196,7 +227,7 @@ impl State {
         }
         // Units taken here that GitHub has not counted yet: more taken than GitHub's `used`,
         // and still in flight (a 304 GitHub did not charge is neither).
-        let same_window = self.reset_at == Some(r.reset) || self.reset_at.is_none();
+        let same_window = provisional || self.reset_at == Some(r.reset);
         let unseen = if same_window {
             (self.used - used).clamp(0, self.in_flight)
         } else {
@@ -209,6 +240,10 @@ impl State {
         self.reset_at = Some(r.reset);
     }
 }
+
+/// How long a GitHub rate window lasts; a window whose reset is unknown ends this long after
+/// it began.
+pub const WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
 /// An in-memory budget: the same logic as the Postgres one, for one process and for tests.
 pub struct MemoryBudget {
@@ -387,6 +422,79 @@ mod tests {
         s.acquire(Purpose::Ingest, 0, t(150)).unwrap();
         s.observe(Observation::Headers(rate(60, 57, Some(3), t(3600))), t(151));
         assert_eq!(s.secondary_strikes, 0);
+    }
+
+    /// Requests answered without rate headers (a proxy's 5xx, a reset connection) after a
+    /// window rolled over: the window still ends an hour after it began.
+    #[test]
+    fn a_window_without_any_rate_headers_still_ends_an_hour_after_it_began() {
+        let mut s = State::unknown(60, t(0));
+        s.acquire(Purpose::Ingest, 0, t(0)).unwrap();
+        s.observe(Observation::Headers(rate(60, 59, Some(1), t(3600))), t(1));
+        // The window rolls over at t(3600); from then on nothing comes back with headers.
+        let mut taken = 0;
+        while s.acquire(Purpose::Ingest, 0, t(3600)).is_ok() {
+            s.observe(Observation::NoHeaders, t(3601));
+            taken += 1;
+        }
+        assert_eq!(taken, 60);
+        assert_eq!(
+            s.acquire(Purpose::Ingest, 0, t(3700)),
+            Err(Denied::Exhausted { until: t(7200) })
+        );
+        // An hour after the window began, a new one starts.
+        assert!(s.acquire(Purpose::Ingest, 0, t(7200)).is_ok());
+        assert_eq!(s.remaining, 59);
+    }
+
+    #[test]
+    fn a_budget_that_never_saw_github_still_has_windows() {
+        let mut s = State::unknown(60, t(0));
+        for _ in 0..60 {
+            s.acquire(Purpose::Ingest, 0, t(10)).unwrap();
+            s.observe(Observation::NoHeaders, t(11));
+        }
+        assert_eq!(
+            s.acquire(Purpose::Ingest, 0, t(20)),
+            Err(Denied::Exhausted { until: t(3610) })
+        );
+        for later in [t(100_000), t(1_000_000)] {
+            let mut again = s.clone();
+            assert!(again.acquire(Purpose::Ingest, 0, later).is_ok(), "{later}");
+        }
+        assert!(s.acquire(Purpose::Ingest, 0, t(3610)).is_ok());
+    }
+
+    #[test]
+    fn github_headers_correct_a_provisional_reset() {
+        let mut s = State::unknown(60, t(0));
+        s.acquire(Purpose::Ingest, 0, t(100)).unwrap();
+        // GitHub's window started a little earlier than ours (another client's request).
+        s.observe(
+            Observation::Headers(rate(60, 50, Some(10), t(3000))),
+            t(101),
+        );
+        assert_eq!((s.reset_at, s.remaining, s.used), (Some(t(3000)), 50, 10));
+        s.acquire(Purpose::Ingest, 0, t(200)).unwrap();
+        // An older answer of the same window is still ignored.
+        s.observe(Observation::Headers(rate(60, 52, Some(8), t(3000))), t(201));
+        assert_eq!((s.remaining, s.used), (49, 11));
+    }
+
+    #[test]
+    fn a_request_that_never_reached_github_gives_its_unit_back() {
+        let mut s = State::unknown(2, t(0));
+        for _ in 0..10 {
+            s.acquire(Purpose::Ingest, 0, t(1)).unwrap();
+            s.observe(Observation::NotSent, t(1));
+        }
+        assert_eq!((s.remaining, s.used, s.in_flight), (2, 0, 0));
+        // A unit the window rollover already wiped is not given back twice.
+        s.acquire(Purpose::Ingest, 0, t(2)).unwrap();
+        s.acquire(Purpose::Ingest, 0, t(5000)).unwrap();
+        s.observe(Observation::NotSent, t(5001));
+        s.observe(Observation::NotSent, t(5001));
+        assert_eq!((s.remaining, s.used, s.in_flight), (2, 0, 0));
     }
 
     #[test]

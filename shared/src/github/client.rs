@@ -284,9 +284,14 @@ impl GithubClient {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(source) => {
-                self.budget
-                    .observe(Observation::NoHeaders, self.clock.now())
-                    .await?;
+                // A request that never reached GitHub was not counted there: its unit comes
+                // back. One that may have been sent (a timeout after connecting) stays spent.
+                let obs = if source.is_connect() || source.is_builder() {
+                    Observation::NotSent
+                } else {
+                    Observation::NoHeaders
+                };
+                self.budget.observe(obs, self.clock.now()).await?;
                 return Err(GithubError::Transport {
                     path,
                     attempts: attempt,
@@ -443,5 +448,48 @@ fn path_of(url: &str) -> String {
     {
         Some(start) => url[start..].to_owned(),
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::MemoryBudget;
+    use crate::clock::SystemClock;
+
+    fn fast_retry() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_costs_no_budget_unit() {
+        // A port nobody listens on: every connection is refused.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let budget = Arc::new(MemoryBudget::new(2, 0, Utc::now()));
+        let cfg = GithubConfig {
+            base_url: format!("http://127.0.0.1:{port}"),
+            retry: fast_retry(),
+            ..GithubConfig::default()
+        };
+        let client = GithubClient::new(cfg, budget.clone(), Arc::new(SystemClock)).unwrap();
+        for _ in 0..3 {
+            let e = client
+                .get("/events", None, Purpose::Ingest)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, GithubError::Transport { attempts: 4, .. }),
+                "{e}"
+            );
+        }
+        let s = budget.snapshot();
+        assert_eq!((s.remaining, s.used, s.in_flight), (2, 0, 0));
     }
 }

@@ -71,11 +71,13 @@ impl PgBudget {
         if state != before {
             tx.execute(
                 "UPDATE rate_limit_state SET limit_total = $2, remaining = $3, used = $4, reset_at = $5,
-                    github_used = $6, in_flight = $7, retry_after_until = $8, secondary_strikes = $9, observed_at = $10
+                    github_used = $6, in_flight = $7, retry_after_until = $8, secondary_strikes = $9, observed_at = $10,
+                    window_started_at = $11
                  WHERE identity = $1 AND resource = 'core'",
                 &[
                     &self.identity, &state.limit, &state.remaining, &state.used, &state.reset_at, &state.github_used,
                     &state.in_flight, &state.retry_after_until, &state.secondary_strikes, &state.observed_at,
+                    &state.window_started_at,
                 ],
             )
             .await
@@ -86,7 +88,7 @@ impl PgBudget {
     }
 }
 
-const SELECT: &str = "SELECT limit_total, remaining, used, reset_at, github_used, in_flight, retry_after_until, secondary_strikes, observed_at";
+const SELECT: &str = "SELECT limit_total, remaining, used, reset_at, github_used, in_flight, retry_after_until, secondary_strikes, observed_at, window_started_at";
 
 fn from_row(r: &tokio_postgres::Row) -> State {
     State {
@@ -99,6 +101,7 @@ fn from_row(r: &tokio_postgres::Row) -> State {
         retry_after_until: r.get(6),
         secondary_strikes: r.get(7),
         observed_at: r.get(8),
+        window_started_at: r.get(9),
     }
 }
 
