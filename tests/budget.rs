@@ -75,3 +75,86 @@ async fn requests_that_never_reached_github_cost_the_shared_budget_nothing() {
     let s = budget.snapshot(t(30)).await.unwrap();
     assert_eq!((s.remaining, s.used, s.in_flight), (3, 0, 0));
 }
+
+/// Headers no GitHub would send: every wait they imply is at most an hour, and nothing panics.
+#[tokio::test]
+async fn absurd_rate_headers_make_no_process_wait_more_than_an_hour() {
+    use ghevents::clock::ManualClock;
+    use ghevents::github::{Fetched, GithubError};
+    use ghevents_tests::replay::{ReplayServer, Reply};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let clock = ManualClock::at(t(0));
+    let gh = ReplayServer::start(Arc::new(clock.clone())).await;
+    let app = ghevents_tests::app(&gh.url, &db.pool, Arc::new(clock.clone()), &[], None);
+    let hour = t(3600);
+
+    // A secondary limit asking for 10^13 seconds (chrono cannot even represent the moment).
+    gh.push(
+        "/events",
+        Reply::new(403)
+            .header("retry-after", "10000000000000")
+            .body(r#"{"message":"You have exceeded a secondary rate limit"}"#),
+    );
+    let e = app
+        .github
+        .get("/events", None, Purpose::Ingest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, GithubError::SecondaryRateLimit { until, .. } if until == hour),
+        "{e}"
+    );
+
+    // A primary limit whose reset is decades away.
+    clock.set(hour);
+    gh.push(
+        "/events",
+        Reply::new(403)
+            .header("x-ratelimit-limit", "60")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "4102444800")
+            .body(r#"{"message":"API rate limit exceeded"}"#),
+    );
+    let e = app
+        .github
+        .get("/events", None, Purpose::Ingest)
+        .await
+        .unwrap_err();
+    assert_eq!(e.wait_until(), Some(t(7200)), "{e}");
+
+    // An ordinary answer with a poll interval of 2^32 seconds and a reset 10^9 seconds away.
+    clock.set(t(7200));
+    gh.push(
+        "/events",
+        Reply::new(200)
+            .header("x-ratelimit-limit", "60")
+            .header("x-ratelimit-remaining", "59")
+            .header(
+                "x-ratelimit-reset",
+                &(t(7200).timestamp() + 1_000_000_000).to_string(),
+            )
+            .header("x-poll-interval", "4294967296")
+            .body("[]"),
+    );
+    match app
+        .github
+        .get("/events", None, Purpose::Ingest)
+        .await
+        .unwrap()
+    {
+        Fetched::Ok {
+            poll_interval,
+            rate,
+            ..
+        } => {
+            assert_eq!(poll_interval, Some(Duration::from_secs(3600)));
+            assert_eq!(rate.unwrap().reset, t(10_800));
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = app.budget.snapshot(t(7200)).await.unwrap();
+    assert_eq!(s.reset_at, Some(t(10_800)));
+}

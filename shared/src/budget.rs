@@ -6,7 +6,7 @@
 //! it began (GitHub's windows last an hour), so requests answered without rate headers can
 //! never leave the budget spent for good. A request that never reached GitHub costs nothing.
 
-use crate::github::RateInfo;
+use crate::github::{latest_wait_end, RateInfo, MAX_WAIT};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -185,24 +185,28 @@ impl State {
                 None
             }
             Observation::Headers(r) => {
-                self.apply(&r);
+                self.apply(&r, now);
                 self.secondary_strikes = 0;
                 None
             }
             Observation::PrimaryExhausted(r) => {
-                self.apply(&r);
+                self.apply(&r, now);
                 self.remaining = 0;
-                self.reset_at = Some(r.reset.max(now));
+                self.reset_at = Some(r.reset.clamp(now, latest_wait_end(now)));
                 self.reset_at
             }
             Observation::Secondary { rate, wait } => {
                 if let Some(r) = rate {
-                    self.apply(&r);
+                    self.apply(&r, now);
                 }
-                self.secondary_strikes += 1;
-                let wait = wait.unwrap_or_else(|| secondary_wait(self.secondary_strikes));
-                let until =
-                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+                self.secondary_strikes = self.secondary_strikes.saturating_add(1);
+                let wait = wait
+                    .unwrap_or_else(|| secondary_wait(self.secondary_strikes))
+                    .min(MAX_WAIT);
+                let until = chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or_else(|| latest_wait_end(now));
                 self.retry_after_until =
                     Some(self.retry_after_until.map_or(until, |u| u.max(until)));
                 self.retry_after_until
@@ -210,8 +214,13 @@ impl State {
         }
     }
 
-    fn apply(&mut self, r: &RateInfo) {
-        let used = r.used.unwrap_or(r.limit - r.remaining);
+    fn apply(&mut self, r: &RateInfo, now: DateTime<Utc>) {
+        // A reset further away than any window is a broken header: at most an hour.
+        let r = &RateInfo {
+            reset: r.reset.min(latest_wait_end(now)),
+            ..r.clone()
+        };
+        let used = r.used.unwrap_or(r.limit.saturating_sub(r.remaining));
         // No answer of this window applied yet: our reset time is only a guess, which any
         // answer of this window corrects (an answer of the window before does not).
         let provisional = self.github_used.is_none();
@@ -495,6 +504,27 @@ mod tests {
         s.observe(Observation::NotSent, t(5001));
         s.observe(Observation::NotSent, t(5001));
         assert_eq!((s.remaining, s.used, s.in_flight), (2, 0, 0));
+    }
+
+    #[test]
+    fn absurd_waits_are_capped_at_an_hour() {
+        let mut s = State::unknown(60, t(0));
+        s.acquire(Purpose::Ingest, 0, t(0)).unwrap();
+        let until = s.observe(
+            Observation::Secondary {
+                rate: None,
+                wait: Some(Duration::from_secs(10_000_000_000_000)),
+            },
+            t(0),
+        );
+        assert_eq!(until, Some(t(3600)));
+        s.acquire(Purpose::Ingest, 0, t(3600)).unwrap();
+        let far = Utc.timestamp_opt(4_000_000_000, 0).unwrap();
+        let until = s.observe(
+            Observation::PrimaryExhausted(rate(60, 0, Some(60), far)),
+            t(3600),
+        );
+        assert_eq!(until, Some(t(7200)));
     }
 
     #[test]

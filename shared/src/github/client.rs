@@ -302,7 +302,7 @@ impl GithubClient {
         let status = resp.status();
         let h = resp.headers().clone();
         let now = self.clock.now();
-        let rate = RateInfo::from_headers(&h);
+        let rate = RateInfo::from_headers(&h, now);
         let body = match read_capped(resp, self.max_body).await {
             Ok(b) => b,
             Err(ReadError::TooLarge) => {

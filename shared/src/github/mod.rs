@@ -6,7 +6,9 @@ mod client;
 mod headers;
 
 pub use client::{Fetched, GithubClient, GithubConfig, GithubError, RetryPolicy};
-pub use headers::{etag, link_next, poll_interval, retry_after, RateInfo};
+pub use headers::{
+    etag, latest_wait_end, link_next, poll_interval, retry_after, RateInfo, MAX_WAIT,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
