@@ -14,7 +14,7 @@
 
 use crate::budget::Purpose;
 use crate::clock::{sleep_or_stop, Clock};
-use crate::github::{Fetched, GithubClient, GithubError};
+use crate::github::{self, Fetched, GithubClient, GithubError};
 use crate::store::cache::{self, Kind};
 use crate::store::work::{self, Claim, WorkItem};
 use crate::store::StoreError;
@@ -76,6 +76,8 @@ enum Entity {
     Ok,
     Gone,
     Failed(String),
+    /// Can never be requested (a name outside GitHub's character set): fails for good.
+    Refused(String),
     Deferred(DateTime<Utc>),
 }
 
@@ -293,6 +295,18 @@ impl Enricher {
             let a = &results[&(Kind::Actor, i.actor_id)];
             let r = &results[&(Kind::Repo, i.repo_id)];
             match (a, r) {
+                (Entity::Refused(e), _) | (_, Entity::Refused(e)) => {
+                    // NOTE: failed for good, not retried: no later attempt can request this name.
+                    work::fail_attempt(&self.pool, i.push_id, e, now, 1).await?;
+                    warn!(push_id = i.push_id, error = %e, error_code = "invalid_name", "enrichment refused");
+                    out.push((
+                        i.push_id,
+                        ItemOutcome::Failed {
+                            retryable: false,
+                            error: e.clone(),
+                        },
+                    ));
+                }
                 (Entity::Deferred(u), _) | (_, Entity::Deferred(u)) => {
                     defer.entry(*u).or_default().push(i.push_id)
                 }
@@ -425,8 +439,17 @@ impl Enricher {
             }
         }
         let path = match kind {
-            Kind::Actor => format!("/users/{name}"),
-            Kind::Repo => format!("/repos/{name}"),
+            Kind::Actor => github::user_path(name),
+            Kind::Repo => github::repo_path(name),
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(ids
+                    .iter()
+                    .map(|id| (*id, Entity::Refused(e.to_string())))
+                    .collect())
+            }
         };
         // Revalidate what we hold (the newest entry that is not gone).
         let etag = held
@@ -441,6 +464,10 @@ impl Enricher {
         Ok(match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
                 match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) if v.get("id").and_then(|x| x.as_i64()).is_none() => {
+                        // Not an answer about any id: nothing is cached under ours.
+                        all(Entity::Failed(format!("{path}: answer without an id")))
+                    }
                     Ok(v) => {
                         let answered = v.get("id").and_then(|x| x.as_i64());
                         if let Some(owner) = answered.filter(|a| !ids.contains(a)) {

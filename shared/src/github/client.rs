@@ -119,6 +119,9 @@ pub enum GithubError {
     BodyTooLarge { path: String, limit: usize },
     #[error("refusing to follow {url}: not under {base}")]
     ForeignUrl { url: String, base: String },
+    /// A login or repository name outside GitHub's character set: never requested.
+    #[error("refusing to request {kind} {name:?}: not a valid GitHub name")]
+    InvalidName { kind: &'static str, name: String },
     #[error(transparent)]
     Budget(#[from] BudgetError),
 }
@@ -131,6 +134,7 @@ impl GithubError {
             GithubError::Client { .. }
                 | GithubError::ForeignUrl { .. }
                 | GithubError::BodyTooLarge { .. }
+                | GithubError::InvalidName { .. }
         )
     }
 
@@ -155,6 +159,7 @@ impl GithubError {
             GithubError::Client { .. } => "github_4xx",
             GithubError::BodyTooLarge { .. } => "body_too_large",
             GithubError::ForeignUrl { .. } => "foreign_url",
+            GithubError::InvalidName { .. } => "invalid_name",
             GithubError::Budget(_) => "budget_store",
         }
     }

@@ -4,11 +4,13 @@
 
 mod client;
 mod headers;
+mod names;
 
 pub use client::{Fetched, GithubClient, GithubConfig, GithubError, RetryPolicy};
 pub use headers::{
     etag, latest_wait_end, link_next, poll_interval, retry_after, RateInfo, MAX_WAIT,
 };
+pub use names::{is_login, is_repo_name, repo_path, user_path};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
