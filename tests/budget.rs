@@ -134,7 +134,7 @@ async fn absurd_rate_headers_make_no_process_wait_more_than_an_hour() {
             .header("x-ratelimit-remaining", "59")
             .header(
                 "x-ratelimit-reset",
-                &(t(7200).timestamp() + 1_000_000_000).to_string(),
+                (t(7200).timestamp() + 1_000_000_000).to_string(),
             )
             .header("x-poll-interval", "4294967296")
             .body("[]"),
