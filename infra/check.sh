@@ -8,7 +8,15 @@
 #   1. cfn-lint                       (pinned in infra/requirements.txt)
 #   2. sam validate --lint            (pinned in infra/requirements-sam.txt)
 #   3. infra/check_iam.py             (no wildcard IAM grants)
-#   4. build metadata                 (every rust-cargolambda function names
+#   4. checkov                        (pinned in infra/requirements-checkov.txt;
+#                                      fails on any failed check; a check that
+#                                      does not apply is skipped in the
+#                                      template with a one-line reason)
+#   5. infra/check_values.py          (the values the code relies on, and
+#                                      DbPoolSize x (1 + EnrichMaximumConcurrency)
+#                                      < DbMaxConnections for the defaults and
+#                                      samconfig.toml)
+#   6. build metadata                 (every rust-cargolambda function names
 #                                      its binary where SAM reads it)
 #
 # Tools live in cached venvs under ${XDG_CACHE_HOME:-$HOME/.cache}/ghevents/,
@@ -46,8 +54,10 @@ ensure_venv() {
 
 lint_venv="$cache/infra-venv"
 sam_venv="$cache/sam-venv"
+checkov_venv="$cache/checkov-venv"
 ensure_venv "$lint_venv" "$here/requirements.txt"
 ensure_venv "$sam_venv" "$here/requirements-sam.txt"
+ensure_venv "$checkov_venv" "$here/requirements-checkov.txt"
 
 passed=0
 failed=()
@@ -80,6 +90,34 @@ cd "$root"
 step "cfn-lint $(basename "$template")" "$lint_venv/bin/cfn-lint" "$template"
 step "sam validate --lint" sam_offline "$sam_venv/bin/sam" validate --lint --template-file "$template"
 step "check_iam.py" "$lint_venv/bin/python" "$here/check_iam.py" "$template"
+
+# checkov exits non-zero on a failed check, but also reports 0 failed when it
+# could not parse the file at all: read its JSON summary as well.
+# --skip-download: no Prisma Cloud look-ups (check metadata, guidelines).
+checkov_run() {
+  local out rc=0
+  out="$(mktemp -d)"
+  "$checkov_venv/bin/checkov" -f "$1" --framework cloudformation --skip-download \
+    --compact --quiet -o cli -o json --output-file-path "$out" >/dev/null 2>"$out/stderr" || rc=$?
+  cat "$out/results_cli.txt" 2>/dev/null || cat "$out/stderr"
+  "$lint_venv/bin/python" - "$out/results_json.json" "$rc" <<'PY'
+import json, sys
+path, rc = sys.argv[1], int(sys.argv[2])
+try:
+    data = json.load(open(path))
+except (OSError, ValueError) as e:
+    sys.exit(f"checkov wrote no readable results ({e}), exit {rc}")
+runs = data if isinstance(data, list) else [data]
+s = {k: sum(r.get("summary", {}).get(k, 0) for r in runs) for k in ("passed", "failed", "skipped", "parsing_errors")}
+print(f"checkov: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, {s['parsing_errors']} parsing errors")
+sys.exit(0 if rc == 0 and s["failed"] == 0 and s["parsing_errors"] == 0 and s["passed"] > 0 else 1)
+PY
+  local verdict=$?
+  rm -rf "$out"
+  return "$verdict"
+}
+step "checkov" checkov_run "$template"
+step "check_values.py" "$lint_venv/bin/python" "$here/check_values.py" "$template" "$root/samconfig.toml"
 
 # SAM reads the binary name from Metadata.BuildProperties.Binary only; a
 # Binary key directly under Metadata is ignored, and `sam build` then builds

@@ -3,6 +3,9 @@
 # the real template and fail on each deliberately broken copy.
 #   (a) a !GetAtt to a resource that does not exist  -> cfn-lint / sam validate
 #   (b) an IAM statement with Resource "*"            -> check_iam.py
+#   (c) a checkov skip that names the wrong check     -> checkov
+#   (d) a DbMaxConnections default below the pools    -> check_values.py
+#   (e) PgSslMode defaulting to require               -> check_values.py
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,6 +71,21 @@ copy_b="$(break_copy wildcard-resource \
   "Resource: !GetAtt IngestLogGroup.Arn" \
   'Resource: "*"')"
 expect_fail "resource-wildcard" "FAIL IngestRole .*Resource wildcard" "$copy_b"
+
+copy_c="$(break_copy checkov-skip-removed \
+  "- id: CKV_AWS_161" \
+  "- id: CKV_AWS_0")"
+expect_fail "checkov-failed-check" "CKV_AWS_161" "$copy_c"
+
+copy_d="$(break_copy connection-bound \
+  "Default: 80" \
+  "Default: 6")"
+expect_fail "connection-bound" "FAIL template defaults: DbPoolSize 2 x \\(1 \\+ EnrichMaximumConcurrency 2\\) = 6 >= DbMaxConnections 6" "$copy_d"
+
+copy_e="$(break_copy unverified-tls \
+  "Default: verify-full" \
+  "Default: require")"
+expect_fail "unverified-tls-default" "FAIL PgSslMode default is 'require'" "$copy_e"
 
 echo "selftest: $passed passed, $failed failed"
 ((failed == 0))

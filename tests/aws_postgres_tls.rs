@@ -1,4 +1,4 @@
-//! Postgres TLS as libpq's sslmode has it (RDS is reached with `PGSSLMODE=require`), checked
+//! Postgres TLS as libpq's sslmode has it (RDS is reached with `PGSSLMODE=verify-full`), checked
 //! against a stand-in server speaking the start of the Postgres protocol: it answers the
 //! SSLRequest, completes a TLS handshake with a certificate from a throwaway CA, and then
 //! authenticates the client, so `pool.get()` succeeds exactly when the client accepted the
@@ -243,4 +243,46 @@ async fn verify_full_checks_the_chain_and_the_host_name() {
         !s.contains(&"plain"),
         "never falls back to plain text: {s:?}"
     );
+}
+
+#[tokio::test]
+async fn verify_modes_without_a_root_file_trust_only_the_built_in_rds_roots() {
+    let pki = pki();
+    let (port, seen) = fake_postgres(&pki).await;
+    let url = format!("postgres://u@localhost:{port}/db");
+
+    // No PGSSLROOTCERT: the handshake happens and the throwaway CA's certificate is refused,
+    // because only the RDS roots compiled into the library are trusted.
+    let cases: [(String, &[(&str, &str)]); 3] = [
+        (format!("{url}?sslmode=verify-full"), &[]),
+        (url.clone(), &[("PGSSLMODE", "verify-full")]),
+        (format!("{url}?sslmode=verify-ca"), &[]),
+    ];
+    for (target, vars) in &cases {
+        let err = connect(target, vars).await.unwrap_err();
+        assert!(
+            err.contains("UnknownIssuer"),
+            "{target} {vars:?}: refused for its issuer, not for want of a root file: {err}"
+        );
+    }
+    // The server notes a refused handshake after the client has already given up on it.
+    for _ in 0..100 {
+        if seen.all().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.all(), vec!["tls-failed"; 3]);
+
+    // A PGSSLROOTCERT still wins over the built-in roots.
+    connect(
+        &url,
+        &[
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", pki.ca_pem.to_str().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.all().last(), Some(&"tls"));
 }

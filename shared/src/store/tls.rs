@@ -1,15 +1,17 @@
 //! TLS for Postgres connections, with libpq's `sslmode` semantics, on rustls (ring).
 //!
 //! The mode comes from the URL's `sslmode` or else `PGSSLMODE`; unset means `disable` (no TLS,
-//! the local and test setup). `PGSSLROOTCERT` names a PEM file of CA certificates.
+//! the local and test setup). `PGSSLROOTCERT` names a PEM file of CA certificates; without it,
+//! the verify modes trust the Amazon RDS root certificates compiled into the binary
+//! (`shared/certs/rds-global-bundle.pem`, origin in `shared/certs/README.md`).
 //!
 //! | mode | TLS | server certificate |
 //! |---|---|---|
 //! | `disable` | never | - |
 //! | `allow`, `prefer` | if the server offers it | not verified |
 //! | `require` | always | verified against `PGSSLROOTCERT` when set (as libpq does), else **not verified**: encrypted, not authenticated |
-//! | `verify-ca` | always | chain verified against `PGSSLROOTCERT` (required), host name not checked |
-//! | `verify-full` | always | chain and host name verified against `PGSSLROOTCERT` (required) |
+//! | `verify-ca` | always | chain verified against `PGSSLROOTCERT`, else the RDS roots; host name not checked |
+//! | `verify-full` | always | chain and host name verified against `PGSSLROOTCERT`, else the RDS roots |
 //!
 //! tokio-postgres only knows `disable`, `prefer` and `require`: the mode is taken out of the
 //! URL before it is parsed and applied to the parsed configuration, and the verify modes are
@@ -27,6 +29,10 @@ use rustls::{
 use std::sync::Arc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The Amazon RDS root CAs (RSA2048, RSA4096 and ECC384 G1 of each region): the trust anchors
+/// of `verify-ca`/`verify-full` when `PGSSLROOTCERT` is unset.
+const RDS_ROOTS_PEM: &[u8] = include_bytes!("../../certs/rds-global-bundle.pem");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -119,28 +125,29 @@ pub(super) fn connector(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<MakeRustlsConnect>, StoreError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = match env("PGSSLROOTCERT") {
+    // A PGSSLROOTCERT file always wins.
+    let file_roots = match env("PGSSLROOTCERT") {
         Some(path) => Some(load_roots(&path)?),
         None => None,
     };
-    let verifier: Arc<dyn ServerCertVerifier> =
-        match (mode, roots) {
-            (Mode::Disable, _) => return Ok(None),
-            // libpq: `prefer` never verifies.
-            (Mode::Prefer, _) => Arc::new(NoVerification(provider.clone())),
-            // libpq's `require`: with a root certificate file it behaves as `verify-ca`; without,
-            // the connection is encrypted but the server is NOT authenticated (anyone on the
-            // path can present any certificate). Set PGSSLROOTCERT (and verify-full) to verify.
-            (Mode::Require, None) => Arc::new(NoVerification(provider.clone())),
-            (Mode::Require | Mode::VerifyCa, Some(roots)) => {
-                Arc::new(ChainOnly(webpki(roots, &provider)?))
-            }
-            (Mode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
-            (Mode::VerifyCa | Mode::VerifyFull, None) => return Err(StoreError::Config(
-                "sslmode=verify-ca/verify-full needs PGSSLROOTCERT (a PEM file of CA certificates)"
-                    .into(),
-            )),
-        };
+    let verifier: Arc<dyn ServerCertVerifier> = match mode {
+        Mode::Disable => return Ok(None),
+        // libpq: `prefer` never verifies.
+        Mode::Prefer => Arc::new(NoVerification(provider.clone())),
+        // libpq's `require`: with a root certificate file it behaves as `verify-ca`; without,
+        // the connection is encrypted but the server is NOT authenticated (anyone on the path
+        // can present any certificate). Use verify-full to authenticate it.
+        Mode::Require => match file_roots {
+            None => Arc::new(NoVerification(provider.clone())),
+            Some(roots) => Arc::new(ChainOnly(webpki(roots, &provider)?)),
+        },
+        // The verify modes without a file trust the built-in RDS roots.
+        Mode::VerifyCa => {
+            let roots = file_roots.map_or_else(rds_roots, Ok)?;
+            Arc::new(ChainOnly(webpki(roots, &provider)?))
+        }
+        Mode::VerifyFull => webpki(file_roots.map_or_else(rds_roots, Ok)?, &provider)?,
+    };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
@@ -156,10 +163,24 @@ fn load_roots(path: &str) -> Result<RootCertStore, StoreError> {
         .map_err(|e| bad(e.to_string()))?
         .collect::<Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
+    roots_from(certs).map_err(bad)
+}
+
+/// The compiled-in RDS roots. They are checked by a test, so an error here means a broken
+/// build, not a bad deployment; it is reported all the same rather than panicking.
+fn rds_roots() -> Result<RootCertStore, StoreError> {
+    let bad = |e: String| StoreError::Config(format!("built-in RDS root certificates: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(RDS_ROOTS_PEM)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    roots_from(certs).map_err(bad)
+}
+
+fn roots_from(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(bad("no usable CA certificate in the file".into()));
+        return Err("no usable CA certificate in the file".into());
     }
     Ok(roots)
 }
@@ -308,19 +329,44 @@ mod tests {
     }
 
     #[test]
-    fn verify_modes_need_a_root_file_and_disable_needs_no_connector() {
+    fn verify_modes_fall_back_to_the_rds_roots_and_disable_needs_no_connector() {
         assert!(connector(Mode::Disable, &no_env).unwrap().is_none());
         assert!(connector(Mode::Require, &no_env).unwrap().is_some());
-        let e = connector(Mode::VerifyFull, &no_env)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("PGSSLROOTCERT"), "{e}");
+        // No PGSSLROOTCERT: the built-in RDS roots, not an error.
+        assert!(connector(Mode::VerifyCa, &no_env).unwrap().is_some());
+        assert!(connector(Mode::VerifyFull, &no_env).unwrap().is_some());
+        // A PGSSLROOTCERT is used when set, even if it cannot be read.
         let missing = |k: &str| (k == "PGSSLROOTCERT").then(|| "/nonexistent/root.crt".to_owned());
-        let e = connector(Mode::Require, &missing)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("/nonexistent/root.crt"), "{e}");
+        for mode in [Mode::Require, Mode::VerifyCa, Mode::VerifyFull] {
+            let e = connector(mode, &missing).err().unwrap().to_string();
+            assert!(e.contains("/nonexistent/root.crt"), "{mode:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn embedded_rds_bundle_parses_into_87_roots() {
+        let text = std::str::from_utf8(RDS_ROOTS_PEM).unwrap();
+        let in_file = text.matches("-----BEGIN CERTIFICATE-----").count();
+        // shared/certs/README.md: 3 roots for each of 27 regions, plus Beta and Preview.
+        assert_eq!(in_file, 87, "certificates in rds-global-bundle.pem");
+
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(RDS_ROOTS_PEM)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(certs.len(), in_file);
+        let mut store = RootCertStore::empty();
+        let (added, ignored) = store.add_parsable_certificates(certs);
+        assert_eq!((added, ignored), (in_file, 0));
+        assert_eq!(rds_roots().unwrap().len(), in_file);
+        // Every anchor's subject names an Amazon RDS root CA of the G1 generation.
+        for anchor in &store.roots {
+            let subject = String::from_utf8_lossy(anchor.subject.as_ref());
+            assert!(
+                subject.contains("Amazon RDS")
+                    && subject.contains("Root CA")
+                    && subject.contains(" G1"),
+                "{subject}"
+            );
+        }
     }
 }
