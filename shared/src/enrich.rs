@@ -440,7 +440,10 @@ impl Enricher {
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
         Ok(match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
-                match serde_json::from_slice::<serde_json::Value>(&body) {
+                // A lone surrogate escape is read as U+FFFD (serde_json refuses it in a string).
+                match serde_json::from_slice::<serde_json::Value>(&crate::sanitize::json_bytes(
+                    &body,
+                )) {
                     Ok(v) => {
                         let answered = v.get("id").and_then(|x| x.as_i64());
                         if let Some(owner) = answered.filter(|a| !ids.contains(a)) {
