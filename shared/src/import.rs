@@ -370,3 +370,67 @@ fn joined(
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn lines(input: &[u8], limit: usize) -> Vec<(Line, Vec<u8>)> {
+        let mut r = BufReader::with_capacity(16, Cursor::new(input.to_vec()));
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let l = read_line(&mut r, &mut buf, limit).unwrap();
+            if l == Line::Eof {
+                return out;
+            }
+            out.push((l, buf.clone()));
+        }
+    }
+
+    #[test]
+    fn lines_split_on_newline_only_and_the_last_needs_none() {
+        let got = lines("a\n\nb\u{2028}c\r\nlast".as_bytes(), 100);
+        let want: Vec<(Line, Vec<u8>)> = vec![
+            (Line::Read, b"a".to_vec()),
+            (Line::Read, b"".to_vec()),
+            (Line::Read, "b\u{2028}c\r".as_bytes().to_vec()),
+            (Line::Read, b"last".to_vec()),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_and_the_next_one_read() {
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b"\nok\n");
+        input.extend_from_slice(&[b'y'; 41]);
+        let got = lines(&input, 40);
+        assert_eq!(
+            got,
+            vec![
+                (Line::TooLong { bytes: 100 }, Vec::new()),
+                (Line::Read, b"ok".to_vec()),
+                (Line::TooLong { bytes: 41 }, Vec::new()),
+            ]
+        );
+        // Exactly at the limit is a line.
+        assert_eq!(lines(&[b'z'; 40], 40), vec![(Line::Read, vec![b'z'; 40])]);
+    }
+
+    #[test]
+    fn a_50_mb_line_never_takes_more_than_the_limit_in_memory() {
+        let limit = 1 << 20;
+        let mut input = vec![b'a'; 50 << 20];
+        input.push(b'\n');
+        let mut r = BufReader::with_capacity(64 << 10, Cursor::new(input));
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut buf, limit).unwrap(),
+            Line::TooLong { bytes: 50 << 20 }
+        );
+        assert!(buf.capacity() <= 2 * limit, "{}", buf.capacity());
+        assert_eq!(read_line(&mut r, &mut buf, limit).unwrap(), Line::Eof);
+    }
+}
