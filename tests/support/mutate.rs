@@ -120,22 +120,22 @@ pub fn mutation(max_string: usize, max_depth: usize) -> impl Strategy<Value = Mu
     let path = any::<usize>();
     prop_oneof![
         (0u16..1000).prop_map(|per_mille| Mutation::Truncate { per_mille }),
-        (path.clone(), replacement()).prop_map(|(path, to)| Mutation::Swap { path, to }),
-        (path.clone(), 0..max_string).prop_map(|(path, n)| Mutation::Raw {
+        (path, replacement()).prop_map(|(path, to)| Mutation::Swap { path, to }),
+        (path, 0..max_string).prop_map(|(path, n)| Mutation::Raw {
             path,
             text: huge_string(n)
         }),
-        (path.clone(), 1..max_depth, any::<bool>()).prop_map(|(path, d, o)| Mutation::Raw {
+        (path, 1..max_depth, any::<bool>()).prop_map(|(path, d, o)| Mutation::Raw {
             path,
             text: nested(d, o)
         }),
-        (path.clone(), prop::sample::select(ESCAPES), "[a-z]{0,3}").prop_map(|(path, e, tail)| {
+        (path, prop::sample::select(ESCAPES), "[a-z]{0,3}").prop_map(|(path, e, tail)| {
             Mutation::Raw {
                 path,
                 text: format!("\"x{e}{tail}\""),
             }
         }),
-        (path.clone(), prop::sample::select(NUMBERS)).prop_map(|(path, n)| Mutation::Raw {
+        (path, prop::sample::select(NUMBERS)).prop_map(|(path, n)| Mutation::Raw {
             path,
             text: n.to_owned()
         }),
