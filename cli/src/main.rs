@@ -254,14 +254,16 @@ async fn import(app: &App, files: &[PathBuf], batch_size: usize) -> Result<ExitC
 
 fn print_import(s: &ImportSummary) {
     println!(
-        "{}: lines={} stored={} duplicates={} push_events={} parse_failed={} rejected={}",
+        "{}: lines={} stored={} duplicates={} push_events={} parse_failed={} rejected={} sanitized={} refused={}",
         s.file,
         s.lines,
         s.stored,
         s.duplicates,
         s.push_events,
         s.parse_failed,
-        s.rejected_total()
+        s.rejected_total(),
+        s.sanitized,
+        s.refused
     );
     for (code, r) in &s.rejected {
         let lines: Vec<String> = r.first_lines.iter().map(u64::to_string).collect();

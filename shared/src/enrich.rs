@@ -463,7 +463,10 @@ impl Enricher {
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
         Ok(match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
-                match serde_json::from_slice::<serde_json::Value>(&body) {
+                // A lone surrogate escape is read as U+FFFD (serde_json refuses it in a string).
+                match serde_json::from_slice::<serde_json::Value>(&crate::sanitize::json_bytes(
+                    &body,
+                )) {
                     Ok(v) if v.get("id").and_then(|x| x.as_i64()).is_none() => {
                         // Not an answer about any id: nothing is cached under ours.
                         all(Entity::Failed(format!("{path}: answer without an id")))

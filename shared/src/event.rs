@@ -48,6 +48,9 @@ pub struct EventRow {
     pub org_id: Option<i64>,
     pub public: Option<bool>,
     pub created_at: Option<DateTime<Utc>>,
+    /// The event's text held what Postgres cannot store (a `\u0000` or a lone surrogate
+    /// escape), read as U+FFFD: see [`crate::sanitize`].
+    pub sanitized: bool,
 }
 
 /// A PushEvent in structured form.
@@ -94,6 +97,14 @@ pub fn parse_event(raw: &RawValue) -> Result<Parsed, ParseError> {
 
 /// Same as [`parse_event`], from text (one NDJSON line).
 pub fn parse_event_str(text: &str) -> Result<Parsed, ParseError> {
+    // What Postgres cannot hold is read as U+FFFD, so a lone surrogate in a login reads as a
+    // login (and is stored) rather than failing the event, and no column gets a NUL byte.
+    let clean = crate::sanitize::json_text(text);
+    let sanitized = matches!(clean, std::borrow::Cow::Owned(_));
+    parse_clean(&clean, sanitized)
+}
+
+fn parse_clean(text: &str, sanitized: bool) -> Result<Parsed, ParseError> {
     // Borrowed view: only the fields we read are materialised; `payload` stays raw.
     #[derive(Deserialize)]
     struct Envelope<'a> {
@@ -123,7 +134,7 @@ pub fn parse_event_str(text: &str) -> Result<Parsed, ParseError> {
         None => return Err(ParseError::MissingField("id")),
         Some(raw) => id_of(raw).ok_or(ParseError::WrongType {
             field: "id",
-            expected: "an integer id",
+            expected: "a positive integer id",
         })?,
     };
     let mut row = EventRow {
@@ -140,6 +151,7 @@ pub fn parse_event_str(text: &str) -> Result<Parsed, ParseError> {
         org_id: None,
         public: env.public.as_ref().and_then(Value::as_bool),
         created_at: None,
+        sanitized,
     };
     let view = View {
         event_type: env.event_type.as_ref(),
@@ -327,13 +339,15 @@ fn str_field(
     }
 }
 
-/// Event ids are JSON strings ("2489368070"); numbers are accepted too.
+/// Event ids are JSON strings ("2489368070"); numbers are accepted too. GitHub's ids are
+/// positive: zero, a negative number or one beyond `i64` is no id.
 fn id_of(raw: &RawValue) -> Option<i64> {
-    match serde_json::from_str::<Value>(raw.get()).ok()? {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
+    let id = match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(s) => s.parse().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    (id > 0).then_some(id)
 }
 
 #[cfg(test)]
@@ -416,7 +430,7 @@ mod tests {
             parse_event_str(r#"{"id":"abc","type":"PushEvent"}"#),
             Err(ParseError::WrongType {
                 field: "id",
-                expected: "an integer id"
+                expected: "a positive integer id"
             })
         );
     }
@@ -474,6 +488,47 @@ mod tests {
         let p = push(&text);
         assert_eq!(p.event_id, 2489368070);
         assert_eq!(p.created_at.to_rfc3339(), "2015-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn what_postgres_cannot_hold_is_read_as_the_replacement_character() {
+        let text = TRIMMED
+            .replace("francods9-tech\"", "francods9\\ud83d-tech\"")
+            .replace("refs/heads/main", "refs/heads/ma\\u0000in");
+        match parse_event_str(&text).unwrap() {
+            Parsed::Push(e, p) => {
+                assert!(e.sanitized);
+                assert_eq!(p.actor_login, "francods9\u{fffd}-tech");
+                assert_eq!(p.git_ref.as_deref(), Some("refs/heads/ma\u{fffd}in"));
+            }
+            other => panic!("expected a push event, got {other:?}"),
+        }
+        let Parsed::Push(e, _) = parse_event_str(TRIMMED).unwrap() else {
+            unreachable!()
+        };
+        assert!(!e.sanitized);
+    }
+
+    #[test]
+    fn ids_must_be_positive_and_fit_i64() {
+        for id in [
+            "\"0\"",
+            "-5",
+            "\"-5\"",
+            "9223372036854775808",
+            "\"99999999999999999999\"",
+            "1.5",
+        ] {
+            let text = FULL_2015.replace("\"2489368070\"", id);
+            assert_eq!(
+                parse_event_str(&text),
+                Err(ParseError::WrongType {
+                    field: "id",
+                    expected: "a positive integer id"
+                }),
+                "id {id}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! GH Archive import: files (gzip or plain NDJSON) are streamed line by line — never loaded
 //! whole — through the same parser and store as the API path. Decoding and parsing run on a
 //! blocking thread while earlier batches are written, [`WRITERS`] transactions at a time.
+//!
+//! Memory is bounded whatever the file holds: a line longer than [`MAX_LINE_BYTES`] is
+//! skipped as it is read (never buffered) and rejected as `line_too_long`, and a batch is
+//! sent once it holds `batch_size` events or [`MAX_BATCH_BYTES`] of them. At most
+//! `WRITERS + 3` batches exist at a time (being filled, two queued, `WRITERS` being written).
+//! No line is ever a reason to stop: it is stored, or rejected with its reason.
 
 use crate::event::{parse_event_str, ParseError};
 use crate::store::{self, EventInsert, RawRef, Source, StoreError};
@@ -16,6 +22,15 @@ use std::sync::Arc;
 
 /// How many first line numbers each rejection reason keeps.
 const SAMPLE_LINES: usize = 5;
+
+/// The longest line read (16 MiB). GitHub's events are far smaller (a large PullRequestEvent
+/// is tens of kB); a longer line is not an event we can use, and buffering it could exhaust
+/// memory, so it is skipped and rejected as `line_too_long`.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// A batch is sent once its events' raw text reaches this size (16 MiB), even before
+/// `batch_size` events.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Batches written at the same time, each in its own transaction on its own connection. The
 /// import is bound by Postgres (jsonb input, six indexes per table, the push_events foreign
@@ -56,6 +71,11 @@ pub struct ImportSummary {
     pub push_events: u64,
     /// Stored raw, but with parse status `failed`.
     pub parse_failed: u64,
+    /// Stored with a `\u0000` or lone surrogate escape replaced by U+FFFD (`sanitized`).
+    pub sanitized: u64,
+    /// Refused by Postgres even so: stored with their exact bytes, parse status `failed`
+    /// (counted in `parse_failed` too).
+    pub refused: u64,
     /// Not stored: no usable id. Keyed by reason code.
     pub rejected: BTreeMap<String, Rejections>,
 }
@@ -70,9 +90,11 @@ impl ImportSummary {
         self.duplicates += w.duplicates;
         self.push_events += w.new_push_ids.len() as u64;
         self.parse_failed += w.parse_failed_new;
+        self.sanitized += w.sanitized_new;
+        self.refused += w.refused_new;
     }
 
-    fn reject(&mut self, line: u64, e: &ParseError) {
+    fn reject(&mut self, line: u64, e: &Rejection) {
         let r = self.rejected.entry(e.code()).or_default();
         if r.count == 0 {
             r.message = e.to_string();
@@ -106,9 +128,89 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Why a line was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("not UTF-8: {0}")]
+    NotUtf8(String),
+    #[error("line of {bytes} bytes is longer than the {limit} bytes read")]
+    TooLong { bytes: u64, limit: usize },
+}
+
+impl Rejection {
+    /// A short, stable reason for summaries.
+    pub fn code(&self) -> String {
+        match self {
+            Rejection::Parse(e) => e.code(),
+            Rejection::NotUtf8(_) => "not_utf8".into(),
+            Rejection::TooLong { .. } => "line_too_long".into(),
+        }
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The end of the input.
+    Eof,
+    /// A line, in the buffer, without its `\n` (the last line may lack one).
+    Read,
+    /// A line longer than the limit: skipped, the buffer left empty.
+    TooLong { bytes: u64 },
+}
+
+/// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `limit` bytes
+/// of it: the rest of a longer line is read and dropped, never buffered.
+pub fn read_line<R: BufRead + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut total = 0u64;
+    let mut too_long = false;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(match (total, too_long) {
+                (0, _) => Line::Eof,
+                (bytes, true) => Line::TooLong { bytes },
+                _ => Line::Read,
+            });
+        }
+        let (part, end) = match chunk.iter().position(|&c| c == b'\n') {
+            Some(n) => (n, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            if buf.len() + part > limit {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..part]);
+            }
+        }
+        total += part as u64;
+        r.consume(part + usize::from(end));
+        if end {
+            return Ok(if too_long {
+                Line::TooLong { bytes: total }
+            } else {
+                Line::Read
+            });
+        }
+    }
+}
+
 struct Batch {
     events: Vec<EventInsert>,
-    rejects: Vec<(u64, ParseError)>,
+    rejects: Vec<(u64, Rejection)>,
     lines: u64,
     blank: u64,
 }
@@ -151,28 +253,38 @@ pub async fn import_file(
                 blank: 0,
             };
             let mut eof = false;
-            while batch.events.len() < batch_size {
-                buf.clear();
+            let mut batch_bytes = 0usize;
+            while batch.events.len() < batch_size && batch_bytes < MAX_BATCH_BYTES {
                 // Split on '\n' only: JSON text may hold other line separators (U+2028).
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) => {
+                match read_line(&mut r, &mut buf, MAX_LINE_BYTES) {
+                    Ok(Line::Eof) => {
                         eof = true;
                         break;
                     }
-                    Ok(_) => {}
+                    Ok(Line::Read) => {
+                        line_no += 1;
+                        batch.lines += 1;
+                    }
+                    Ok(Line::TooLong { bytes }) => {
+                        line_no += 1;
+                        batch.lines += 1;
+                        let limit = MAX_LINE_BYTES;
+                        batch
+                            .rejects
+                            .push((line_no, Rejection::TooLong { bytes, limit }));
+                        continue;
+                    }
                     Err(e) => {
                         let _ = tx.blocking_send(Err(e));
                         return;
                     }
                 }
-                line_no += 1;
-                batch.lines += 1;
                 let text = match std::str::from_utf8(&buf) {
-                    Ok(t) => t.trim_end_matches(['\n', '\r']),
+                    Ok(t) => t.trim_end_matches('\r'),
                     Err(e) => {
                         batch
                             .rejects
-                            .push((line_no, ParseError::InvalidJson(format!("not UTF-8: {e}"))));
+                            .push((line_no, Rejection::NotUtf8(e.to_string())));
                         continue;
                     }
                 };
@@ -181,11 +293,14 @@ pub async fn import_file(
                     continue;
                 }
                 match parse_event_str(text) {
-                    Ok(parsed) => batch.events.push(EventInsert {
-                        parsed,
-                        raw: RawRef::Inline(text.to_owned()),
-                    }),
-                    Err(e) => batch.rejects.push((line_no, e)),
+                    Ok(parsed) => {
+                        batch_bytes += text.len();
+                        batch.events.push(EventInsert {
+                            parsed,
+                            raw: RawRef::Inline(text.to_owned()),
+                        })
+                    }
+                    Err(e) => batch.rejects.push((line_no, e.into())),
                 }
             }
             reader_progress.lines.store(line_no, Ordering::Relaxed);
@@ -253,5 +368,69 @@ fn joined(
     match done {
         Ok(w) => Ok(w?),
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn lines(input: &[u8], limit: usize) -> Vec<(Line, Vec<u8>)> {
+        let mut r = BufReader::with_capacity(16, Cursor::new(input.to_vec()));
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let l = read_line(&mut r, &mut buf, limit).unwrap();
+            if l == Line::Eof {
+                return out;
+            }
+            out.push((l, buf.clone()));
+        }
+    }
+
+    #[test]
+    fn lines_split_on_newline_only_and_the_last_needs_none() {
+        let got = lines("a\n\nb\u{2028}c\r\nlast".as_bytes(), 100);
+        let want: Vec<(Line, Vec<u8>)> = vec![
+            (Line::Read, b"a".to_vec()),
+            (Line::Read, b"".to_vec()),
+            (Line::Read, "b\u{2028}c\r".as_bytes().to_vec()),
+            (Line::Read, b"last".to_vec()),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_and_the_next_one_read() {
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b"\nok\n");
+        input.extend_from_slice(&[b'y'; 41]);
+        let got = lines(&input, 40);
+        assert_eq!(
+            got,
+            vec![
+                (Line::TooLong { bytes: 100 }, Vec::new()),
+                (Line::Read, b"ok".to_vec()),
+                (Line::TooLong { bytes: 41 }, Vec::new()),
+            ]
+        );
+        // Exactly at the limit is a line.
+        assert_eq!(lines(&[b'z'; 40], 40), vec![(Line::Read, vec![b'z'; 40])]);
+    }
+
+    #[test]
+    fn a_50_mb_line_never_takes_more_than_the_limit_in_memory() {
+        let limit = 1 << 20;
+        let mut input = vec![b'a'; 50 << 20];
+        input.push(b'\n');
+        let mut r = BufReader::with_capacity(64 << 10, Cursor::new(input));
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut buf, limit).unwrap(),
+            Line::TooLong { bytes: 50 << 20 }
+        );
+        assert!(buf.capacity() <= 2 * limit, "{}", buf.capacity());
+        assert_eq!(read_line(&mut r, &mut buf, limit).unwrap(), Line::Eof);
     }
 }

@@ -15,4 +15,5 @@ pub mod import;
 pub mod ingest;
 pub mod outbox;
 pub mod raw;
+pub mod sanitize;
 pub mod store;

@@ -365,8 +365,9 @@ pub enum ReadRawError {
 }
 
 /// The raw bytes of a stored event, whichever store holds them: inline, the JSONB's text
-/// (Postgres normalizes JSONB, so these are equal as JSON, not byte for byte); in an object,
-/// the line exactly as GitHub sent it.
+/// (Postgres normalizes JSONB, so these are equal as JSON, not byte for byte), or the exact
+/// bytes for an event that had to be sanitized; in an object, the line exactly as GitHub
+/// sent it.
 pub async fn read_raw(
     pool: &Pool,
     objects: Option<&dyn ObjectReader>,
@@ -374,13 +375,17 @@ pub async fn read_raw(
 ) -> Result<Vec<u8>, ReadRawError> {
     let client = pool.get().await.map_err(StoreError::from)?;
     let row = client
-        .query_opt("SELECT raw::text, raw_object_key, raw_object_line FROM github_events WHERE event_id = $1", &[&event_id])
+        .query_opt("SELECT raw::text, raw_object_key, raw_object_line, raw_original FROM github_events WHERE event_id = $1", &[&event_id])
         .await
         .map_err(|source| StoreError::Db { context: "read raw event", source })?
         .ok_or(ReadRawError::NotFound(event_id))?;
     drop(client);
     let (inline, key, line): (Option<String>, Option<String>, Option<i32>) =
         (row.get(0), row.get(1), row.get(2));
+    // A sanitized event keeps the bytes GitHub sent beside its readable copy.
+    if let Some(original) = row.get::<_, Option<Vec<u8>>>(3) {
+        return Ok(original);
+    }
     match (inline, key, line) {
         (Some(text), _, _) => Ok(text.into_bytes()),
         (None, Some(key), Some(line)) => {

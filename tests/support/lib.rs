@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod fixtures;
+pub mod mutate;
 pub mod replay;
 
 use ghevents::app::{github_config, App};

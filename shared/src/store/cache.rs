@@ -83,6 +83,9 @@ pub async fn put_ok(
     etag: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // jsonb and text columns refuse NUL: an answer holding one is cached with U+FFFD instead.
+    let raw: &Value = &crate::sanitize::json_value(raw);
+    let name = &*crate::sanitize::text(name);
     let c = pool.get().await?;
     match kind {
         Kind::Actor => c

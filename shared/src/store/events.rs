@@ -1,7 +1,10 @@
 use super::{Ctx, StoreError};
 use crate::event::{EventRow, Parsed, PushRow};
+use crate::sanitize;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,21 +44,41 @@ pub struct PageWrite {
     pub new_events: u64,
     pub duplicates: u64,
     pub parse_failed_new: u64,
+    /// New events stored with what Postgres cannot hold replaced (`sanitized = true`).
+    pub sanitized_new: u64,
+    /// New events Postgres refused even so: stored with their original bytes only, parse
+    /// status `failed` and Postgres's reason (also counted in `parse_failed_new`).
+    pub refused_new: u64,
     /// Push ids stored by this write (new rows only): the work for enrichment.
     pub new_push_ids: Vec<i64>,
     /// Event ids of this batch already stored before it.
     pub duplicate_ids: Vec<i64>,
 }
 
+impl PageWrite {
+    fn merge(&mut self, o: PageWrite) {
+        self.new_events += o.new_events;
+        self.duplicates += o.duplicates;
+        self.parse_failed_new += o.parse_failed_new;
+        self.sanitized_new += o.sanitized_new;
+        self.refused_new += o.refused_new;
+        self.new_push_ids.extend(o.new_push_ids);
+        self.duplicate_ids.extend(o.duplicate_ids);
+    }
+}
+
 const INSERT_EVENTS: &str = "
 INSERT INTO github_events (event_id, event_type, actor_id, actor_login, repo_id, repo_name, org_id,
-    public, created_at, raw, raw_object_key, raw_object_line, source, parse_status, parse_error, ingested_at)
+    public, created_at, raw, raw_object_key, raw_object_line, source, parse_status, parse_error, ingested_at,
+    sanitized, raw_original)
 SELECT u.event_id, u.event_type, u.actor_id, u.actor_login, u.repo_id, u.repo_name, u.org_id,
-    u.public, u.created_at, u.raw::jsonb, u.raw_key, u.raw_line, $15, u.parse_status, u.parse_error, $16
+    u.public, u.created_at, u.raw::jsonb, u.raw_key, u.raw_line, $15, u.parse_status, u.parse_error, $16,
+    u.sanitized, u.raw_original
 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[],
-    $8::bool[], $9::timestamptz[], $10::text[], $11::text[], $12::int[], $13::text[], $14::text[])
+    $8::bool[], $9::timestamptz[], $10::text[], $11::text[], $12::int[], $13::text[], $14::text[],
+    $17::bool[], $18::bytea[])
     AS u(event_id, event_type, actor_id, actor_login, repo_id, repo_name, org_id,
-         public, created_at, raw, raw_key, raw_line, parse_status, parse_error)
+         public, created_at, raw, raw_key, raw_line, parse_status, parse_error, sanitized, raw_original)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id";
 
@@ -69,6 +92,15 @@ FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], 
          size, distinct_size, commit_count, created_at)
 ON CONFLICT DO NOTHING
 RETURNING push_id";
+
+/// The last resort for an event Postgres refuses after sanitising: its id, where its bytes
+/// are (the exact original bytes inline, or its line in the object store) and why.
+const INSERT_REFUSED: &str = "
+INSERT INTO github_events (event_id, raw_object_key, raw_object_line, raw_original, source,
+    parse_status, parse_error, ingested_at, sanitized)
+VALUES ($1, $2, $3, $4, $5, 'failed', $6, $7, true)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id";
 
 /// Stores a batch in one transaction: every event once (by id), and the PushEvents among the
 /// new ones in structured form. Running it again with the same events stores nothing.
@@ -85,14 +117,222 @@ pub async fn write_events(
     Ok(out)
 }
 
-/// [`write_events`] inside a caller's transaction.
+/// One event as it goes into the columns: whatever Postgres cannot hold replaced.
+struct Row<'a> {
+    event: Cow<'a, EventRow>,
+    /// The structured PushEvent, for a parsed one.
+    push: Option<Cow<'a, PushRow>>,
+    status: &'static str,
+    error: Option<String>,
+    raw: Option<Cow<'a, str>>,
+    key: Option<&'a str>,
+    line: Option<i32>,
+    /// The exact bytes GitHub sent, kept when the inline copy had to be changed.
+    original: Option<&'a [u8]>,
+    sanitized: bool,
+    failed: bool,
+}
+
+impl<'a> Row<'a> {
+    fn of(e: &'a EventInsert) -> Self {
+        let (event, push, status, error) = match &e.parsed {
+            Parsed::Push(ev, p) => (ev, Some(p), "parsed", None),
+            Parsed::Other(ev) => (ev, None, "skipped", None),
+            Parsed::Failed(ev, err) => (ev, None, "failed", Some(err.to_string())),
+        };
+        let event = clean_event(event);
+        let push = push.map(clean_push);
+        let error = error.map(|s| sanitize::text(&s).into_owned());
+        let mut sanitized = event.sanitized
+            || matches!(event, Cow::Owned(_))
+            || matches!(push, Some(Cow::Owned(_)));
+        let (raw, key, line, original) = match &e.raw {
+            RawRef::Inline(text) => {
+                let clean = sanitize::json_text(text);
+                let original = match clean {
+                    Cow::Owned(_) => {
+                        sanitized = true;
+                        Some(text.as_bytes())
+                    }
+                    Cow::Borrowed(_) => None,
+                };
+                (Some(clean), None, None, original)
+            }
+            RawRef::Object { key, line } => (None, Some(key.as_str()), Some(*line), None),
+        };
+        Row {
+            event,
+            push,
+            status,
+            error,
+            raw,
+            key,
+            line,
+            original,
+            sanitized,
+            failed: status == "failed",
+        }
+    }
+}
+
+fn clean_event(e: &EventRow) -> Cow<'_, EventRow> {
+    let dirty = [&e.event_type, &e.actor_login, &e.repo_name]
+        .iter()
+        .any(|s| s.as_deref().is_some_and(|s| s.contains('\0')));
+    if !dirty {
+        return Cow::Borrowed(e);
+    }
+    let mut e = e.clone();
+    for s in [&mut e.event_type, &mut e.actor_login, &mut e.repo_name]
+        .into_iter()
+        .flatten()
+    {
+        sanitize::text_in_place(s);
+    }
+    e.sanitized = true;
+    Cow::Owned(e)
+}
+
+fn clean_push(p: &PushRow) -> Cow<'_, PushRow> {
+    let dirty = [&p.git_ref, &p.head, &p.before]
+        .iter()
+        .any(|s| s.as_deref().is_some_and(|s| s.contains('\0')))
+        || p.repo_name.contains('\0')
+        || p.actor_login.contains('\0');
+    if !dirty {
+        return Cow::Borrowed(p);
+    }
+    let mut p = p.clone();
+    sanitize::text_in_place(&mut p.repo_name);
+    sanitize::text_in_place(&mut p.actor_login);
+    for s in [&mut p.git_ref, &mut p.head, &mut p.before]
+        .into_iter()
+        .flatten()
+    {
+        sanitize::text_in_place(s);
+    }
+    Cow::Owned(p)
+}
+
+/// Postgres refused a value (SQLSTATE class 22, data exception: an escape jsonb does not
+/// take, a number beyond `numeric`) or hit one of its limits on it (class 54: nesting
+/// deeper than its stack, a value over 1 GB). Writing the same value again fails again.
+fn refused_value(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db { source, .. } => source
+            .code()
+            .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("54")),
+        _ => false,
+    }
+}
+
+/// [`write_events`] inside a caller's transaction. When Postgres refuses an event of the
+/// batch (see [`refused_value`]), the batch is split in halves, each written in its own
+/// savepoint, down to the refused event: every other event is stored as usual, and the
+/// refused one with its id, its original bytes, parse status `failed` and Postgres's reason.
+/// A batch is never lost for one event.
 pub async fn write_events_tx(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[EventInsert],
     source: Source,
     now: DateTime<Utc>,
 ) -> Result<PageWrite, StoreError> {
-    let n = batch.len();
+    let rows: Vec<Row<'_>> = batch.iter().map(Row::of).collect();
+    let mut total = PageWrite::default();
+    // Parts still to write, the first on top: the batch's order (ascending ids for the
+    // import's writers) is kept.
+    let mut parts: Vec<&[Row<'_>]> = vec![&rows];
+    while let Some(part) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        tx.batch_execute("SAVEPOINT part").await.ctx("savepoint")?;
+        match insert_rows(tx, part, source, now).await {
+            Ok(w) => {
+                tx.batch_execute("RELEASE SAVEPOINT part")
+                    .await
+                    .ctx("release savepoint")?;
+                total.merge(w);
+            }
+            Err(e) if refused_value(&e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT part")
+                    .await
+                    .ctx("roll back to savepoint")?;
+                if let [row] = part {
+                    total.merge(write_refused(tx, row, &e, source, now).await?);
+                } else {
+                    tracing::debug!(error = %e, events = part.len(), "a part holds an event Postgres refuses; halving it");
+                    let (a, b) = part.split_at(part.len() / 2);
+                    parts.push(b);
+                    parts.push(a);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// The last-resort row of an event Postgres refused with `e`.
+async fn write_refused(
+    tx: &tokio_postgres::Transaction<'_>,
+    row: &Row<'_>,
+    e: &StoreError,
+    source: Source,
+    now: DateTime<Utc>,
+) -> Result<PageWrite, StoreError> {
+    let event_id = row.event.event_id;
+    let reason = match e {
+        StoreError::Db { source, .. } => source
+            .as_db_error()
+            .map_or_else(|| source.to_string(), |d| d.message().to_owned()),
+        other => other.to_string(),
+    };
+    let reason = sanitize::text(&format!("refused by Postgres: {reason}")).into_owned();
+    // NOTE: kept, not retried: the same bytes are refused every time. The exact bytes stay
+    // (inline here, or in the object store) for a later fix to read them again.
+    tracing::warn!(event_id, reason = %reason, error_code = "event_refused",
+        "event stored with its original bytes only");
+    let original: Option<&[u8]> = match (row.key, row.original) {
+        (Some(_), _) => None,
+        (None, Some(o)) => Some(o),
+        (None, None) => row.raw.as_deref().map(str::as_bytes),
+    };
+    let inserted = tx
+        .query_opt(
+            INSERT_REFUSED,
+            &[
+                &event_id,
+                &row.key,
+                &row.line,
+                &original,
+                &source.as_str(),
+                &reason,
+                &now,
+            ],
+        )
+        .await
+        .ctx("insert refused event")?;
+    let mut w = PageWrite::default();
+    if inserted.is_some() {
+        w.new_events = 1;
+        w.parse_failed_new = 1;
+        w.refused_new = 1;
+    } else {
+        w.duplicates = 1;
+        w.duplicate_ids.push(event_id);
+    }
+    Ok(w)
+}
+
+/// The events, then the PushEvents among the new ones, in bulk.
+async fn insert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+    source: Source,
+    now: DateTime<Utc>,
+) -> Result<PageWrite, StoreError> {
+    let n = rows.len();
     let mut ids = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     let mut actor_ids = Vec::with_capacity(n);
@@ -106,10 +346,11 @@ pub async fn write_events_tx(
     let mut keys: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut lines: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    let mut errors = Vec::with_capacity(n);
-    let mut sanitized: Vec<(usize, String)> = Vec::new();
-    for (i, e) in batch.iter().enumerate() {
-        let row: &EventRow = e.parsed.event();
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut sanitized = Vec::with_capacity(n);
+    let mut originals: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+    for r in rows {
+        let row: &EventRow = &r.event;
         ids.push(row.event_id);
         types.push(row.event_type.as_deref());
         actor_ids.push(row.actor_id);
@@ -119,32 +360,13 @@ pub async fn write_events_tx(
         org_ids.push(row.org_id);
         publics.push(row.public);
         created.push(row.created_at);
-        let (status, error) = match &e.parsed {
-            Parsed::Push(..) => ("parsed", None),
-            Parsed::Other(_) => ("skipped", None),
-            Parsed::Failed(_, err) => ("failed", Some(err.to_string())),
-        };
-        statuses.push(status);
-        errors.push(error);
-        match &e.raw {
-            RawRef::Inline(text) => {
-                // JSONB cannot hold U+0000; such (rare) events keep a readable copy.
-                if text.contains("\\u0000") {
-                    sanitized.push((i, text.replace("\\u0000", "\\uFFFD")));
-                }
-                raws.push(Some(text.as_str()));
-                keys.push(None);
-                lines.push(None);
-            }
-            RawRef::Object { key, line } => {
-                raws.push(None);
-                keys.push(Some(key.as_str()));
-                lines.push(Some(*line));
-            }
-        }
-    }
-    for (i, text) in &sanitized {
-        raws[*i] = Some(text.as_str());
+        raws.push(r.raw.as_deref());
+        keys.push(r.key);
+        lines.push(r.line);
+        statuses.push(r.status);
+        errors.push(r.error.as_deref());
+        sanitized.push(r.sanitized);
+        originals.push(r.original);
     }
     let inserted = tx
         .query(
@@ -166,18 +388,18 @@ pub async fn write_events_tx(
                 &errors,
                 &source.as_str(),
                 &now,
+                &sanitized,
+                &originals,
             ],
         )
         .await
         .ctx("insert github_events")?;
-    let new_ids: std::collections::HashSet<i64> = inserted.iter().map(|r| r.get(0)).collect();
+    let new_ids: HashSet<i64> = inserted.iter().map(|r| r.get(0)).collect();
 
-    let pushes: Vec<&PushRow> = batch
+    let pushes: Vec<&PushRow> = rows
         .iter()
-        .filter_map(|e| match &e.parsed {
-            Parsed::Push(ev, p) if new_ids.contains(&ev.event_id) => Some(p),
-            _ => None,
-        })
+        .filter(|r| new_ids.contains(&r.event.event_id))
+        .filter_map(|r| r.push.as_deref())
         .collect();
     let mut new_push_ids = Vec::new();
     if !pushes.is_empty() {
@@ -195,7 +417,7 @@ pub async fn write_events_tx(
         let distinct: Vec<Option<i32>> = pushes.iter().map(|p| p.distinct_size).collect();
         let counts: Vec<Option<i32>> = pushes.iter().map(|p| p.commit_count).collect();
         let created: Vec<DateTime<Utc>> = pushes.iter().map(|p| p.created_at).collect();
-        let rows = tx
+        let stored = tx
             .query(
                 INSERT_PUSHES,
                 &[
@@ -217,14 +439,18 @@ pub async fn write_events_tx(
             )
             .await
             .ctx("insert push_events")?;
-        new_push_ids = rows.iter().map(|r| r.get(0)).collect();
+        new_push_ids = stored.iter().map(|r| r.get(0)).collect();
     }
-    let parse_failed_new = batch
-        .iter()
-        .filter(|e| {
-            matches!(e.parsed, Parsed::Failed(..)) && new_ids.contains(&e.parsed.event().event_id)
-        })
-        .count() as u64;
+    let is_new = |r: &&Row<'_>| new_ids.contains(&r.event.event_id);
+    let parse_failed_new = rows.iter().filter(is_new).filter(|r| r.failed).count() as u64;
+    let sanitized_new = rows.iter().filter(is_new).filter(|r| r.sanitized).count() as u64;
+    for r in rows.iter().filter(is_new).filter(|r| r.sanitized) {
+        tracing::info!(
+            event_id = r.event.event_id,
+            error_code = "event_sanitized",
+            "stored with a NUL or lone surrogate escape replaced by U+FFFD"
+        );
+    }
     let duplicate_ids: Vec<i64> = ids
         .iter()
         .copied()
@@ -234,6 +460,8 @@ pub async fn write_events_tx(
         new_events: new_ids.len() as u64,
         duplicates: duplicate_ids.len() as u64,
         parse_failed_new,
+        sanitized_new,
+        refused_new: 0,
         new_push_ids,
         duplicate_ids,
     })
