@@ -8,6 +8,8 @@
 //! - 5xx / timeouts are retried inside the call (the client's backoff), then count as a failed
 //!   attempt of the push event; after `max_attempts` it is `failed` with its last error.
 //! - Budget spent → no request; the work goes back to pending until the reset.
+//! - Every row that goes back to pending also goes back to the outbox (`enqueued_at` NULL):
+//!   a queue message is only a nudge, and the outbox sends a new one when the row is due.
 //! - One request per distinct actor or repository, even when many push events and several
 //!   workers need it at once (a per-entity fetch lease; the others wait briefly for its
 //!   result, and defer their push events if it takes too long).
@@ -69,6 +71,11 @@ pub enum ItemOutcome {
     Failed { retryable: bool, error: String },
     /// The budget is spent (or GitHub asked to wait): back to pending until `until`.
     Deferred { until: DateTime<Utc> },
+    /// Not due before `at` (a message that came early, or twice): nothing spent; the row is
+    /// back in the outbox for its time.
+    NotDue { at: DateTime<Utc> },
+    /// Another worker holds it; that worker completes it or puts it back in the outbox.
+    Busy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,19 +132,21 @@ impl Enricher {
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
         let mut out = Vec::with_capacity(ids.len());
         let mut items = Vec::new();
+        let mut early = Vec::new();
         for id in ids {
             match claims.get(id) {
                 Some(Claim::Claimed(item)) => items.push(item.clone()),
                 Some(Claim::Done) => out.push((*id, ItemOutcome::AlreadyDone)),
-                Some(Claim::Busy) => out.push((
-                    *id,
-                    ItemOutcome::Failed {
-                        retryable: true,
-                        error: "being enriched by another worker".into(),
-                    },
-                )),
+                Some(Claim::Busy) => out.push((*id, ItemOutcome::Busy)),
+                Some(Claim::NotDue(at)) => {
+                    early.push(*id);
+                    out.push((*id, ItemOutcome::NotDue { at: *at }));
+                }
                 Some(Claim::Unknown) | None => out.push((*id, ItemOutcome::UnknownPushId)),
             }
+        }
+        if !early.is_empty() {
+            work::back_to_outbox(&self.pool, &early, now).await?;
         }
         items.dedup_by_key(|i| i.push_id);
         out.extend(self.process(items).await?);
@@ -171,7 +180,10 @@ impl Enricher {
                         s.deferred += 1;
                         s.deferred_until = Some(until);
                     }
-                    ItemOutcome::AlreadyDone | ItemOutcome::UnknownPushId => {}
+                    ItemOutcome::AlreadyDone
+                    | ItemOutcome::UnknownPushId
+                    | ItemOutcome::NotDue { .. }
+                    | ItemOutcome::Busy => {}
                 }
             }
             if s.deferred_until.is_some() {
