@@ -549,3 +549,67 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_github_wide_401_pauses_enrichment_without_spending_attempts_and_it_resumes_after() {
+    let db = TestDb::new().await;
+    import(&db, HOUR_2021).await;
+    let sim = sim(HOUR_2021, |_| {}).await;
+    // An expired token, or an incident: every /users and /repos request answers 401.
+    sim.inject(FaultRule::new(
+        "/users/",
+        100_000,
+        Fault::Status { code: 401 },
+    ));
+    sim.inject(FaultRule::new(
+        "/repos/",
+        100_000,
+        Fault::Status { code: 401 },
+    ));
+    let clock = ManualClock::at(Utc::now());
+    let app = app(&db, &sim, Arc::new(clock.clone()), &[]);
+    let worker = enricher(&app, |o| o.max_attempts = 2);
+    let pushes = db.count("SELECT count(*) FROM push_events").await;
+
+    // For a while (past several pauses), every drain runs into the 401s.
+    let mut unauthorized = 0;
+    for round in 0..4 {
+        let s = worker.drain().await.unwrap();
+        assert_eq!(
+            (s.failed_attempts, s.failed_final, s.completed),
+            (0, 0, 0),
+            "round {round}: {s:?}"
+        );
+        let until = s.deferred_until.expect("paused");
+        assert!(until > clock.now(), "round {round}");
+        assert_eq!(statuses(&db).await, (pushes, 0, 0, 0), "round {round}");
+        assert_eq!(
+            db.count("SELECT coalesce(sum(attempts), 0) FROM push_events")
+                .await,
+            0,
+            "round {round}: no attempt spent"
+        );
+        // Paused: nothing is sent before the pause ends.
+        let c = sim.stats().anonymous().cloned().unwrap();
+        let now_401 = c.count(PathKind::Users, 401) + c.count(PathKind::Repos, 401);
+        assert!(now_401 > unauthorized, "round {round}: GitHub was asked");
+        unauthorized = now_401;
+        assert_eq!(worker.drain().await.unwrap().requests, 0, "round {round}");
+        clock.advance((until - clock.now()).to_std().unwrap() + Duration::from_secs(1));
+    }
+    assert!(
+        unauthorized <= 4 * 4,
+        "a few probes per pause, not one per push: {unauthorized}"
+    );
+
+    // GitHub answers again: everything completes.
+    sim.clear_faults();
+    let s = worker.drain().await.unwrap();
+    assert_eq!(s.completed as i64, pushes, "{s:?}");
+    assert_eq!(statuses(&db).await, (0, 0, pushes, 0));
+    assert_eq!(
+        db.count("SELECT coalesce(sum(attempts), 0) FROM push_events")
+            .await,
+        0
+    );
+}

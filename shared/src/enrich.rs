@@ -7,6 +7,10 @@
 //! - 404/410 → `gone`: the push event completes, and the entry is never requested again.
 //! - 5xx / timeouts are retried inside the call (the client's backoff), then count as a failed
 //!   attempt of the push event; after `max_attempts` it is `failed` with its last error.
+//! - An answer that says nothing about the push event (401, a 403 or 429 that is not a rate
+//!   limit: an expired token, a GitHub incident) pauses all enrichment, for every worker
+//!   (a row in Postgres), from `pause_first` doubling to `pause_longest` until a request
+//!   succeeds; the push events of the batch are deferred, their attempts unchanged.
 //! - Budget spent → no request; the work goes back to pending until the reset.
 //! - Every row that goes back to pending also goes back to the outbox (`enqueued_at` NULL):
 //!   a queue message is only a nudge, and the outbox sends a new one when the row is due.
@@ -25,6 +29,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -40,6 +45,10 @@ pub struct EnrichOptions {
     pub concurrency: usize,
     /// How long a worker waits for another one's fetch of the same entity before deferring.
     pub wait_for_other_fetch: Duration,
+    /// The first pause of all enrichment after a failure that is not the push event's.
+    pub pause_first: Duration,
+    /// The longest such pause (they double while the failures go on).
+    pub pause_longest: Duration,
 }
 
 impl Default for EnrichOptions {
@@ -51,6 +60,8 @@ impl Default for EnrichOptions {
             batch_size: 100,
             concurrency: 4,
             wait_for_other_fetch: Duration::from_secs(10),
+            pause_first: Duration::from_secs(60),
+            pause_longest: Duration::from_secs(900),
         }
     }
 }
@@ -268,11 +279,16 @@ impl Enricher {
                     .insert(id);
             }
         }
-        // Once the budget says wait, nothing more is sent in this batch.
-        let deferred: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
+        // While enrichment is paused nothing is sent; once the budget (or a pause) says wait,
+        // nothing more is sent in this batch.
+        let started = self.clock.now();
+        let pause = work::current_pause(&self.pool).await?;
+        let deferred: Mutex<Option<DateTime<Utc>>> =
+            Mutex::new(pause.map(|p| p.until).filter(|u| *u > started));
+        let answered = AtomicBool::new(false);
         let per_name: Vec<Vec<((Kind, i64), Entity)>> = futures::stream::iter(wanted)
             .map(|((kind, _), (name, ids))| {
-                let deferred = &deferred;
+                let (deferred, answered) = (&deferred, &answered);
                 async move {
                     if let Some(until) = *deferred.lock().expect("lock") {
                         return Ok(ids
@@ -280,7 +296,7 @@ impl Enricher {
                             .map(|id| ((kind, *id), Entity::Deferred(until)))
                             .collect());
                     }
-                    let found = self.ensure(kind, &name, &ids).await?;
+                    let found = self.ensure(kind, &name, &ids, answered).await?;
                     for e in found.values() {
                         if let Entity::Deferred(until) = e {
                             let mut d = deferred.lock().expect("lock");
@@ -298,6 +314,10 @@ impl Enricher {
         let results: HashMap<(Kind, i64), Entity> = per_name.into_iter().flatten().collect();
 
         let now = self.clock.now();
+        if pause.is_some() && answered.load(Ordering::Relaxed) {
+            // GitHub answered again after a pause: the next one starts short.
+            work::clear_pause(&self.pool, now).await?;
+        }
         let mut out = Vec::with_capacity(items.len());
         let (mut done, mut gone) = (Vec::new(), Vec::new());
         let mut defer: BTreeMap<DateTime<Utc>, Vec<i64>> = BTreeMap::new();
@@ -356,6 +376,7 @@ impl Enricher {
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
@@ -366,7 +387,7 @@ impl Enricher {
             // The lease outlives a request with all its retries.
             let until = now + chrono::Duration::minutes(5);
             if cache::take_fetch_lease(&self.pool, kind, name, now, until).await? {
-                let result = self.fetch_leased(kind, name, ids).await;
+                let result = self.fetch_leased(kind, name, ids, answered).await;
                 cache::release_fetch_lease(&self.pool, kind, name).await?;
                 return result;
             }
@@ -426,6 +447,7 @@ impl Enricher {
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         if let Some(all) = self.settled(kind, name, ids).await? {
             return Ok(all);
@@ -448,6 +470,9 @@ impl Enricher {
             .and_then(|(_, e)| e.etag.as_deref());
         let answer = self.github.get(&path, etag, Purpose::Enrich).await;
         let now = self.clock.now();
+        if answer.is_ok() {
+            answered.store(true, Ordering::Relaxed);
+        }
         let all =
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
         Ok(match answer {
@@ -508,6 +533,18 @@ impl Enricher {
             }
             Err(e) => match e.wait_until() {
                 Some(until) => all(Entity::Deferred(until)),
+                None if is_global(&e) => {
+                    let until = work::pause(
+                        &self.pool,
+                        now,
+                        self.options.pause_first,
+                        self.options.pause_longest,
+                        &e.to_string(),
+                    )
+                    .await?;
+                    warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
+                    all(Entity::Deferred(until))
+                }
                 None => {
                     if !matches!(
                         e,
@@ -522,6 +559,19 @@ impl Enricher {
     }
 }
 
+/// Whether a failed request says nothing about the entity asked for, only about us or GitHub:
+/// 401 (a bad or expired token), or a 403 or 429 that the client did not recognize as a rate
+/// limit. Such a failure pauses all enrichment instead of counting an attempt.
+pub fn is_global(e: &GithubError) -> bool {
+    matches!(
+        e,
+        GithubError::Client {
+            status: 401 | 403 | 429,
+            ..
+        }
+    )
+}
+
 /// Wait before attempt `n + 1` of a push event: a minute, doubling, at most an hour.
 fn backoff(attempt: i32) -> chrono::Duration {
     let exp = attempt.clamp(1, 7) - 1;
@@ -530,7 +580,30 @@ fn backoff(attempt: i32) -> chrono::Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::{backoff, is_global};
+    use crate::github::GithubError;
+
+    #[test]
+    fn only_failures_that_are_not_the_entitys_pause_enrichment() {
+        let client = |status| GithubError::Client {
+            status,
+            path: "/users/a".into(),
+            message: String::new(),
+        };
+        for status in [401, 403, 429] {
+            assert!(is_global(&client(status)), "{status}");
+        }
+        for status in [400, 422, 451] {
+            assert!(!is_global(&client(status)), "{status}");
+        }
+        let server = GithubError::Server {
+            status: 502,
+            path: "/users/a".into(),
+            attempts: 3,
+            message: String::new(),
+        };
+        assert!(!is_global(&server));
+    }
 
     #[test]
     fn attempts_back_off_from_a_minute_to_an_hour() {

@@ -219,3 +219,66 @@ pub async fn next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>, StoreError> 
         .ctx("next due")?
         .get(0))
 }
+
+/// The pause of all enrichment (see [`pause`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pause {
+    pub until: DateTime<Utc>,
+    /// Pauses in a row without a successful request in between.
+    pub strikes: i32,
+}
+
+/// The current pause of all enrichment, if one was ever set and not cleared.
+pub async fn current_pause(pool: &Pool) -> Result<Option<Pause>, StoreError> {
+    Ok(pool
+        .get()
+        .await?
+        .query_opt("SELECT until, strikes FROM enrichment_pause", &[])
+        .await
+        .ctx("read enrichment pause")?
+        .map(|r| Pause {
+            until: r.get(0),
+            strikes: r.get(1),
+        }))
+}
+
+/// Pauses all enrichment: until `now + first · 2^strikes` (at most `now + longest`), counting
+/// a strike only when the last pause had ended (several workers failing at once count once).
+/// Returns the end of the pause.
+pub async fn pause(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    first: std::time::Duration,
+    longest: std::time::Duration,
+    reason: &str,
+) -> Result<DateTime<Utc>, StoreError> {
+    let first = first.as_secs_f64();
+    let longest = longest.as_secs_f64().max(first);
+    Ok(pool
+        .get()
+        .await?
+        .query_one(
+            "INSERT INTO enrichment_pause AS p (until, strikes, reason, updated_at)
+             VALUES ($1::timestamptz + make_interval(secs => $2::float8), 1, $4::text, $1)
+             ON CONFLICT (singleton) DO UPDATE SET
+                strikes = CASE WHEN p.until > $1 THEN p.strikes ELSE p.strikes + 1 END,
+                until = greatest(p.until, $1 + make_interval(secs =>
+                    least($2 * power(2, least(CASE WHEN p.until > $1 THEN p.strikes - 1 ELSE p.strikes END, 30)), $3::float8))),
+                reason = EXCLUDED.reason, updated_at = $1
+             RETURNING until",
+            &[&now, &first, &longest, &reason],
+        )
+        .await
+        .ctx("pause enrichment")?
+        .get(0))
+}
+
+/// A request succeeded after a pause: the next pause starts short again.
+pub async fn clear_pause(pool: &Pool, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute("DELETE FROM enrichment_pause WHERE until <= $1", &[&now])
+        .await
+        .ctx("clear enrichment pause")?;
+    Ok(())
+}
