@@ -4,7 +4,10 @@
 //!
 //! - A fresh cache entry (younger than the TTL) costs no request; a stale one is revalidated
 //!   with its ETag, and a 304 refreshes it.
-//! - 404/410 → `gone`: the push event completes, and the entry is never requested again.
+//! - 404/410 for the login or repository name → asked again by id (`/user/{id}`,
+//!   `/repositories/{id}`): a renamed account or repository keeps its id, and is stored with
+//!   its new name. Only a 404/410 by id makes it `gone`: the push event completes, and the
+//!   entry is trusted for the cache TTL like any other, then checked again (by id).
 //! - 5xx / timeouts are retried inside the call (the client's backoff), then count as a failed
 //!   attempt of the push event; after `max_attempts` it is `failed` with its last error.
 //! - An answer that says nothing about the push event (401, a 403 or 429 that is not a rate
@@ -370,7 +373,7 @@ impl Enricher {
     }
 
     /// Makes the cache entries of one login or repository name current (for every id seen
-    /// under it), with at most one request.
+    /// under it), with one request for the name, and one per id the name no longer leads to.
     async fn ensure(
         &self,
         kind: Kind,
@@ -380,7 +383,7 @@ impl Enricher {
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
-            if let Some(all) = self.settled(kind, name, ids).await? {
+            if let Some(all) = all_settled(self.cached(kind, name, ids).await?) {
                 return Ok(all);
             }
             let now = self.clock.now();
@@ -400,14 +403,13 @@ impl Enricher {
         }
     }
 
-    /// `Some` when the cache already answers for every id: fresh, gone for good, or gone
-    /// because the name was recently answered with another id.
-    async fn settled(
+    /// What the cache says about each id seen under a name.
+    async fn cached(
         &self,
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
-    ) -> Result<Option<HashMap<i64, Entity>>, EnrichError> {
+    ) -> Result<HashMap<i64, Cached>, EnrichError> {
         let now = self.clock.now();
         let ttl =
             chrono::Duration::from_std(self.options.cache_ttl).unwrap_or(chrono::Duration::MAX);
@@ -417,29 +419,30 @@ impl Enricher {
         let mut out = HashMap::with_capacity(ids.len());
         let mut unknown = Vec::new();
         for id in ids {
-            match cache::get(&self.pool, kind, *id).await? {
-                Some(e) if e.gone => {
-                    out.insert(*id, Entity::Gone);
-                }
+            let c = match cache::get(&self.pool, kind, *id).await? {
                 Some(e) if e.fetched_at > fresh_since => {
-                    out.insert(*id, Entity::Ok);
+                    Cached::Settled(if e.gone { Entity::Gone } else { Entity::Ok })
                 }
-                Some(_) => return Ok(None),
-                None => unknown.push(*id),
-            }
+                // Gone as far as we know, but not for ever: asked again, by id.
+                Some(e) if e.gone => Cached::ById,
+                Some(_) => Cached::ByName,
+                None => {
+                    unknown.push(*id);
+                    continue;
+                }
+            };
+            out.insert(*id, c);
         }
         if !unknown.is_empty() {
-            match cache::fresh_id_for_name(&self.pool, kind, name, fresh_since).await? {
-                Some(owner) if !unknown.contains(&owner) => {
-                    for id in unknown {
-                        cache::put_gone(&self.pool, kind, id, name, now).await?;
-                        out.insert(id, Entity::Gone);
-                    }
-                }
-                _ => return Ok(None),
+            // The name was answered recently for another id: ours was renamed or deleted.
+            let taken = cache::fresh_id_for_name(&self.pool, kind, name, fresh_since)
+                .await?
+                .is_some();
+            for id in unknown {
+                out.insert(id, if taken { Cached::ById } else { Cached::ByName });
             }
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     async fn fetch_leased(
@@ -449,9 +452,51 @@ impl Enricher {
         ids: &BTreeSet<i64>,
         answered: &AtomicBool,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
-        if let Some(all) = self.settled(kind, name, ids).await? {
-            return Ok(all);
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut by_name = BTreeSet::new();
+        let mut by_id = Vec::new();
+        for (id, c) in self.cached(kind, name, ids).await? {
+            match c {
+                Cached::Settled(e) => {
+                    out.insert(id, e);
+                }
+                Cached::ByName => {
+                    by_name.insert(id);
+                }
+                Cached::ById => by_id.push(id),
+            }
         }
+        if !by_name.is_empty() {
+            let (found, lost) = self.fetch_by_name(kind, name, &by_name, answered).await?;
+            out.extend(found);
+            by_id.extend(lost);
+        }
+        by_id.sort_unstable();
+        for id in by_id {
+            // Once GitHub or the budget says wait, nothing more is sent.
+            let wait = out.values().find_map(|e| match e {
+                Entity::Deferred(u) => Some(*u),
+                _ => None,
+            });
+            let e = match wait {
+                Some(u) => Entity::Deferred(u),
+                None => self.fetch_by_id(kind, id, name, answered).await?,
+            };
+            out.insert(id, e);
+        }
+        Ok(out)
+    }
+
+    /// Asks for a login or repository name. Returns what it settled, and the ids it did not
+    /// find under that name (404, or the name now leads to another id): those are asked for
+    /// by id, since a renamed account or repository keeps its id.
+    async fn fetch_by_name(
+        &self,
+        kind: Kind,
+        name: &str,
+        ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
+    ) -> Result<(HashMap<i64, Entity>, Vec<i64>), EnrichError> {
         let mut held = Vec::new();
         for id in ids {
             if let Some(e) = cache::get(&self.pool, kind, *id).await? {
@@ -475,7 +520,8 @@ impl Enricher {
         }
         let all =
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
-        Ok(match answer {
+        let mut lost = Vec::new();
+        let found = match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
                 match serde_json::from_slice::<serde_json::Value>(&body) {
                     Ok(v) => {
@@ -500,9 +546,8 @@ impl Enricher {
                                 .await?;
                                 out.insert(*id, Entity::Ok);
                             } else {
-                                // The name now belongs to another account or repository: ours is gone.
-                                cache::put_gone(&self.pool, kind, *id, name, now).await?;
-                                out.insert(*id, Entity::Gone);
+                                // The name now belongs to another account or repository.
+                                lost.push(*id);
                             }
                         }
                         out
@@ -513,50 +558,133 @@ impl Enricher {
             Ok(Fetched::NotModified { .. }) => {
                 let mut out = HashMap::with_capacity(ids.len());
                 for id in ids {
-                    let e = match held.iter().find(|(h, _)| h == id) {
-                        Some((_, e)) if e.gone => Entity::Gone,
+                    match held.iter().find(|(h, _)| h == id) {
+                        Some((_, e)) if e.gone => lost.push(*id),
                         Some(_) => {
                             cache::touch(&self.pool, kind, *id, now).await?;
-                            Entity::Ok
+                            out.insert(*id, Entity::Ok);
                         }
-                        None => Entity::Failed(format!("{path}: 304 for an entry not held")),
-                    };
-                    out.insert(*id, e);
+                        None => {
+                            out.insert(
+                                *id,
+                                Entity::Failed(format!("{path}: 304 for an entry not held")),
+                            );
+                        }
+                    }
                 }
                 out
             }
             Ok(Fetched::Gone { .. }) => {
-                for id in ids {
-                    cache::put_gone(&self.pool, kind, *id, name, now).await?;
-                }
-                all(Entity::Gone)
+                // Not found under this name: renamed, or deleted. The id tells.
+                lost.extend(ids.iter().copied());
+                HashMap::new()
             }
-            Err(e) => match e.wait_until() {
-                Some(until) => all(Entity::Deferred(until)),
-                None if is_global(&e) => {
-                    let until = work::pause(
-                        &self.pool,
-                        now,
-                        self.options.pause_first,
-                        self.options.pause_longest,
-                        &e.to_string(),
-                    )
-                    .await?;
-                    warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
-                    all(Entity::Deferred(until))
+            Err(e) => all(self.failure(&path, e, now).await?),
+        };
+        Ok((found, lost))
+    }
+
+    /// Asks for one account or repository by its id (`/user/{id}`, `/repositories/{id}`),
+    /// which answers with its current login or full name; a 404 there means it is gone.
+    async fn fetch_by_id(
+        &self,
+        kind: Kind,
+        id: i64,
+        name: &str,
+        answered: &AtomicBool,
+    ) -> Result<Entity, EnrichError> {
+        let path = match kind {
+            Kind::Actor => format!("/user/{id}"),
+            Kind::Repo => format!("/repositories/{id}"),
+        };
+        let answer = self.github.get(&path, None, Purpose::Enrich).await;
+        let now = self.clock.now();
+        if answer.is_ok() {
+            answered.store(true, Ordering::Relaxed);
+        }
+        Ok(match answer {
+            Ok(Fetched::Ok { body, etag, .. }) => {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => match v.get("id").and_then(|x| x.as_i64()) {
+                        Some(other) if other != id => {
+                            Entity::Failed(format!("{path}: answered for id {other}"))
+                        }
+                        _ => {
+                            // Stored under its current name (the answer's), found by id.
+                            cache::put_ok(&self.pool, kind, id, name, &v, etag.as_deref(), now)
+                                .await?;
+                            info!(kind = kind.as_str(), id, old_name = %name, "found under a new name by its id");
+                            Entity::Ok
+                        }
+                    },
+                    Err(e) => Entity::Failed(format!("{path}: invalid JSON: {e}")),
                 }
-                None => {
-                    if !matches!(
-                        e,
-                        GithubError::Server { .. } | GithubError::Transport { .. }
-                    ) {
-                        warn!(path = %path, error_code = e.code(), error = %e, "enrichment request failed");
-                    }
-                    all(Entity::Failed(e.to_string()))
-                }
-            },
+            }
+            Ok(Fetched::NotModified { .. }) => {
+                Entity::Failed(format!("{path}: 304 to an unconditional request"))
+            }
+            Ok(Fetched::Gone { .. }) => {
+                cache::put_gone(&self.pool, kind, id, name, now).await?;
+                Entity::Gone
+            }
+            Err(e) => self.failure(&path, e, now).await?,
         })
     }
+
+    /// What a failed request means for the entities asked for: wait (a rate limit, or a pause
+    /// of all enrichment for a failure that is not theirs), or a failed attempt.
+    async fn failure(
+        &self,
+        path: &str,
+        e: GithubError,
+        now: DateTime<Utc>,
+    ) -> Result<Entity, EnrichError> {
+        Ok(match e.wait_until() {
+            Some(until) => Entity::Deferred(until),
+            None if is_global(&e) => {
+                let until = work::pause(
+                    &self.pool,
+                    now,
+                    self.options.pause_first,
+                    self.options.pause_longest,
+                    &e.to_string(),
+                )
+                .await?;
+                warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
+                Entity::Deferred(until)
+            }
+            None => {
+                if !matches!(
+                    e,
+                    GithubError::Server { .. } | GithubError::Transport { .. }
+                ) {
+                    warn!(path = %path, error_code = e.code(), error = %e, "enrichment request failed");
+                }
+                Entity::Failed(e.to_string())
+            }
+        })
+    }
+}
+
+/// What the cache says about one id seen under a name.
+enum Cached {
+    /// Fresh (or gone within the TTL): no request.
+    Settled(Entity),
+    /// Ask for the name (unknown, or stale: revalidated with its ETag).
+    ByName,
+    /// Ask for the id: gone beyond the TTL, or the name now belongs to another id.
+    ById,
+}
+
+/// `Some` when the cache answers for every id.
+fn all_settled(cached: HashMap<i64, Cached>) -> Option<HashMap<i64, Entity>> {
+    cached
+        .into_iter()
+        .map(|(id, c)| match c {
+            Cached::Settled(e) => Some((id, e)),
+            Cached::ByName | Cached::ById => None,
+        })
+        .collect()
 }
 
 /// Whether a failed request says nothing about the entity asked for, only about us or GitHub:
