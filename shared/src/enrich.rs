@@ -14,6 +14,7 @@
 
 use crate::budget::Purpose;
 use crate::clock::{sleep_or_stop, Clock};
+use crate::deadline::Deadline;
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::store::cache::{self, Kind};
 use crate::store::work::{self, Claim, WorkItem};
@@ -38,6 +39,10 @@ pub struct EnrichOptions {
     pub concurrency: usize,
     /// How long a worker waits for another one's fetch of the same entity before deferring.
     pub wait_for_other_fetch: Duration,
+    /// Under a deadline, the time that must be left to start on another name; the push
+    /// events of names not started go back to pending. `None`: the GitHub client's deadline
+    /// reserve plus its longest attempt.
+    pub deadline_margin: Option<Duration>,
 }
 
 impl Default for EnrichOptions {
@@ -49,6 +54,7 @@ impl Default for EnrichOptions {
             batch_size: 100,
             concurrency: 4,
             wait_for_other_fetch: Duration::from_secs(10),
+            deadline_margin: None,
         }
     }
 }
@@ -121,6 +127,16 @@ impl Enricher {
         &self,
         ids: &[i64],
     ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+        self.process_push_ids_before(ids, Deadline::NONE).await
+    }
+
+    /// [`Enricher::process_push_ids`] that ends before `deadline`: what it has no time for
+    /// is `Deferred` until now, its rows pending again.
+    pub async fn process_push_ids_before(
+        &self,
+        ids: &[i64],
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         let now = self.clock.now();
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -140,15 +156,26 @@ impl Enricher {
             }
         }
         items.dedup_by_key(|i| i.push_id);
-        out.extend(self.process(items).await?);
+        out.extend(self.process(items, deadline).await?);
         Ok(out)
     }
 
     /// The Postgres path: claims due work in batches until none is due or the budget is spent.
     pub async fn drain(&self) -> Result<DrainSummary, EnrichError> {
+        self.drain_until(None).await
+    }
+
+    /// [`Enricher::drain`] that claims no further batch once `stop` is set.
+    pub async fn drain_until(
+        &self,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<DrainSummary, EnrichError> {
         let mut s = DrainSummary::default();
         let before = self.github.requests_sent();
         loop {
+            if stop.is_some_and(|s| *s.borrow()) {
+                break;
+            }
             let now = self.clock.now();
             let items =
                 work::claim_due(&self.pool, now, now + self.lease(), self.options.batch_size)
@@ -157,7 +184,7 @@ impl Enricher {
                 break;
             }
             s.batches += 1;
-            for (_, outcome) in self.process(items).await? {
+            for (_, outcome) in self.process(items, Deadline::NONE).await? {
                 match outcome {
                     ItemOutcome::Completed => s.completed += 1,
                     ItemOutcome::Gone => s.gone += 1,
@@ -202,7 +229,7 @@ impl Enricher {
             if *stop.borrow() {
                 return Ok(());
             }
-            let summary = match self.drain().await {
+            let summary = match self.drain_until(Some(&stop)).await {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, error_code = "enrich_store", "enrichment drain failed; retrying later");
@@ -237,10 +264,18 @@ impl Enricher {
         chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::Duration::minutes(5))
     }
 
-    async fn process(&self, items: Vec<WorkItem>) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+    async fn process(
+        &self,
+        items: Vec<WorkItem>,
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let margin = self
+            .options
+            .deadline_margin
+            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         // One request per login / repository name (GitHub ignores their case); several ids can
         // share one (a name deleted and taken again), and the answer's id says which it is.
         let mut wanted: BTreeMap<(Kind, String), (String, BTreeSet<i64>)> = BTreeMap::new();
@@ -268,7 +303,15 @@ impl Enricher {
                             .map(|id| ((kind, *id), Entity::Deferred(until)))
                             .collect());
                     }
-                    let found = self.ensure(kind, &name, &ids).await?;
+                    if !deadline.allows(margin) {
+                        // No time for it in this invocation: pending again, due at once.
+                        let now = self.clock.now();
+                        return Ok(ids
+                            .iter()
+                            .map(|id| ((kind, *id), Entity::Deferred(now)))
+                            .collect());
+                    }
+                    let found = self.ensure(kind, &name, &ids, deadline).await?;
                     for e in found.values() {
                         if let Entity::Deferred(until) = e {
                             let mut d = deferred.lock().expect("lock");
@@ -344,6 +387,7 @@ impl Enricher {
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        deadline: Deadline,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
@@ -354,7 +398,7 @@ impl Enricher {
             // The lease outlives a request with all its retries.
             let until = now + chrono::Duration::minutes(5);
             if cache::take_fetch_lease(&self.pool, kind, name, now, until).await? {
-                let result = self.fetch_leased(kind, name, ids).await;
+                let result = self.fetch_leased(kind, name, ids, deadline).await;
                 cache::release_fetch_lease(&self.pool, kind, name).await?;
                 return result;
             }
@@ -414,6 +458,7 @@ impl Enricher {
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        deadline: Deadline,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         if let Some(all) = self.settled(kind, name, ids).await? {
             return Ok(all);
@@ -434,7 +479,10 @@ impl Enricher {
             .filter(|(_, e)| !e.gone)
             .max_by_key(|(_, e)| e.fetched_at)
             .and_then(|(_, e)| e.etag.as_deref());
-        let answer = self.github.get(&path, etag, Purpose::Enrich).await;
+        let answer = self
+            .github
+            .get_before(&path, etag, Purpose::Enrich, deadline)
+            .await;
         let now = self.clock.now();
         let all =
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
@@ -494,6 +542,8 @@ impl Enricher {
                 }
                 all(Entity::Gone)
             }
+            // Cut short by the deadline: not an attempt of the push event's.
+            Err(GithubError::DeadlineReached { .. }) => all(Entity::Deferred(now)),
             Err(e) => match e.wait_until() {
                 Some(until) => all(Entity::Deferred(until)),
                 None => {

@@ -3,7 +3,8 @@
 //!
 //! - Outbox first: push ids committed by an earlier invocation but never handed to the queue
 //!   (it crashed or the queue failed after the commit) are sent now.
-//! - Then one [`Ingestor::run_cycle`]. `NotDue`, `Busy` and `RateLimited` are successful
+//! - Then one [`Ingestor::run_cycle_before`] the invocation's deadline (`Context::deadline`).
+//!   `NotDue`, `Busy`, `RateLimited` and `DeadlineReached` are successful
 //!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
 //!   `Retryable` or `NonRetryable`. Either way the next schedule tick continues where the
 //!   cycle stopped (stored pages are kept).
@@ -14,6 +15,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use ghevents::clock::Clock;
+use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
 use ghevents::outbox::{self, FlushReport};
 use ghevents::raw::PushQueue;
@@ -25,16 +27,17 @@ use tracing::{info, warn};
 /// Un-enqueued push ids sent per invocation at most (the rest wait for the next one).
 pub const OUTBOX_FLUSH_LIMIT: usize = 1000;
 
-/// One ingest cycle. [`Ingestor`] in production; tests may stand in anything.
+/// One ingest cycle, ended before `deadline`. [`Ingestor`] in production; tests may stand
+/// in anything.
 #[async_trait::async_trait]
 pub trait IngestCycle: Send + Sync {
-    async fn run_cycle(&self) -> Result<CycleSummary, IngestError>;
+    async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError>;
 }
 
 #[async_trait::async_trait]
 impl IngestCycle for Ingestor {
-    async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
-        Ingestor::run_cycle(self).await
+    async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
+        Ingestor::run_cycle_before(self, deadline).await
     }
 }
 
@@ -120,6 +123,8 @@ pub async fn handler<C: IngestCycle>(
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<Response, HandlerError> {
     let scheduled_at = event.payload.time;
+    // Every wait of this invocation ends before the function's timeout.
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     info!(request_id = %event.context.request_id, scheduled_at = ?scheduled_at, source = %event.payload.source, "ingest invocation");
 
     let flushed = match &deps.outbox {
@@ -138,7 +143,7 @@ pub async fn handler<C: IngestCycle>(
         None => FlushReport::default(),
     };
 
-    match deps.cycle.run_cycle().await {
+    match deps.cycle.run_cycle(deadline).await {
         Ok(summary) => {
             deps.metrics.emit(&emf_line(
                 &deps.function_name,

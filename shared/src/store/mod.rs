@@ -14,9 +14,39 @@ pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, 
 pub use lock::AdvisoryLock;
 pub use poll::PollState;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::str::FromStr;
+use std::time::Duration;
 use tokio_postgres::NoTls;
+
+/// How the pool connects and how long anything may wait on it.
+#[derive(Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    /// TCP connect plus TLS and authentication (a `connect_timeout` in the URL wins).
+    pub connect_timeout: Duration,
+    /// Server-side `statement_timeout`, set on every connection at startup.
+    pub statement_timeout: Duration,
+    /// How long a checkout waits for a free connection when all are in use.
+    pub wait_timeout: Duration,
+    /// How long making a new connection may take (within a checkout).
+    pub create_timeout: Duration,
+    /// How long checking a pooled connection may take before it is replaced.
+    pub recycle_timeout: Duration,
+}
+
+impl PoolOptions {
+    pub fn new(max_size: usize) -> Self {
+        Self {
+            max_size,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(10),
+            create_timeout: Duration::from_secs(5),
+            recycle_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -67,9 +97,15 @@ impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
 
 /// A pool for `url` (a libpq-style URL or key=value string). TLS follows `sslmode` (in the
 /// URL, else `PGSSLMODE`; unset = `disable`) and `PGSSLROOTCERT`, as libpq does: see
-/// `store/tls.rs`. Connections are made lazily and replaced when found broken.
+/// `store/tls.rs`. Connections are made lazily and replaced when found broken; every wait
+/// is bounded ([`PoolOptions`]).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
-    pool_with_env(url, max_size, &|k| {
+    pool_with(url, &PoolOptions::new(max_size))
+}
+
+/// [`pool`] with every option given.
+pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
+    pool_with_env_options(url, options, &|k| {
         std::env::var(k).ok().filter(|v| !v.is_empty())
     })
 }
@@ -80,11 +116,32 @@ pub fn pool_with_env(
     max_size: usize,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pool, StoreError> {
+    pool_with_env_options(url, &PoolOptions::new(max_size), env)
+}
+
+fn pool_with_env_options(
+    url: &str,
+    options: &PoolOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pool, StoreError> {
     let (url, sslmode) = tls::take_sslmode(url);
     let mode = tls::resolve_mode(sslmode.as_deref(), env)?;
     let mut cfg =
         tokio_postgres::Config::from_str(&url).map_err(|e| StoreError::Config(e.to_string()))?;
     cfg.ssl_mode(mode.ssl_mode());
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(options.connect_timeout);
+    }
+    // First, so that a statement_timeout the URL's `options` sets wins.
+    let statement_timeout = format!(
+        "-c statement_timeout={}",
+        options.statement_timeout.as_millis()
+    );
+    let startup = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{statement_timeout} {o}"),
+        _ => statement_timeout,
+    };
+    cfg.options(&startup);
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -94,7 +151,13 @@ pub fn pool_with_env(
         Some(rustls) => Manager::from_config(cfg, rustls, manager_config),
     };
     Pool::builder(mgr)
-        .max_size(max_size)
+        .max_size(options.max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(options.wait_timeout),
+            create: Some(options.create_timeout),
+            recycle: Some(options.recycle_timeout),
+        })
         .build()
         .map_err(|e| StoreError::Config(e.to_string()))
 }
