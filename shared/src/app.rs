@@ -7,7 +7,7 @@ use crate::enrich::{EnrichOptions, Enricher};
 use crate::github::{identity_of, GithubClient, GithubConfig};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::raw::{InlineRaw, PushQueue, RawStore};
-use crate::store::{self, PgBudget, StoreError};
+use crate::store::{self, PgBudget, PoolOptions, StoreError};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
@@ -31,13 +31,15 @@ pub struct App {
 }
 
 impl App {
-    /// Connects (lazily) and applies pending migrations.
+    /// Connects (lazily) and applies pending migrations. `pool_size` applies when
+    /// `DB_POOL_SIZE` is unset.
     pub async fn start(
         config: Config,
         clock: Arc<dyn Clock>,
         pool_size: usize,
     ) -> Result<Self, WiringError> {
-        let pool = store::pool(config.require_database_url()?, pool_size)?;
+        let options = PoolOptions::new(config.db_pool_size.unwrap_or(pool_size));
+        let pool = store::pool_with(config.require_database_url()?, &options)?;
         store::migrate(&pool).await?;
         Self::with_pool(config, pool, clock)
     }

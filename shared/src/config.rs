@@ -41,6 +41,8 @@ pub struct Config {
     pub raw_payload_bucket: Option<String>,
     pub raw_payload_prefix: String,
     pub enrich_queue_url: Option<String>,
+    /// `DB_POOL_SIZE`: connections per process; unset, each binary's own default.
+    pub db_pool_size: Option<usize>,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -92,6 +94,13 @@ impl Config {
             raw_payload_bucket,
             raw_payload_prefix: get("RAW_PAYLOAD_PREFIX").unwrap_or_else(|| "raw/".into()),
             enrich_queue_url: get("ENRICH_QUEUE_URL"),
+            db_pool_size: match get("DB_POOL_SIZE") {
+                None => None,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => return Err(invalid("DB_POOL_SIZE", &v, "expected a number >= 1")),
+                },
+            },
         })
     }
 
@@ -156,6 +165,7 @@ mod tests {
         assert_eq!(c.github_api_url, "https://api.github.com");
         assert_eq!((c.ingest_reserve, c.enrich_max_attempts), (20, 5));
         assert_eq!(c.default_rate_limit(), 60);
+        assert_eq!(c.db_pool_size, None);
         assert!(matches!(
             c.require_database_url(),
             Err(ConfigError::Missing("DATABASE_URL"))
@@ -168,6 +178,14 @@ mod tests {
         assert!(e.starts_with("INGEST_RESERVE=\"lots\" is invalid"), "{e}");
         let e = cfg(&[("RAW_PAYLOAD_STORE", "s3")]).unwrap_err().to_string();
         assert_eq!(e, "RAW_PAYLOAD_BUCKET is not set");
+    }
+
+    #[test]
+    fn the_pool_size_is_configurable() {
+        let c = cfg(&[("DB_POOL_SIZE", "5")]).unwrap();
+        assert_eq!(c.db_pool_size, Some(5));
+        let e = cfg(&[("DB_POOL_SIZE", "0")]).unwrap_err().to_string();
+        assert!(e.starts_with("DB_POOL_SIZE=\"0\" is invalid"), "{e}");
     }
 
     #[test]

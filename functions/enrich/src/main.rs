@@ -8,15 +8,18 @@ use ghevents_enrich::{handler, Deps, SqsPostpone};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
 
+/// Connections per container unless `DB_POOL_SIZE` says otherwise.
+const POOL_SIZE: usize = 2;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let env = LambdaEnv::load()
         .await
         .context("reading configuration and secrets")?;
-    // One small pool per container, kept across invocations; broken connections are replaced.
-    // Pending migrations are applied here, once, under an advisory lock.
-    let app = App::start(env.config.clone(), Arc::new(SystemClock), 4)
+    // One small pool per container, kept across invocations; connections are checked on
+    // checkout. Pending migrations are applied here, once, under an advisory lock.
+    let app = App::start(env.config.clone(), Arc::new(SystemClock), POOL_SIZE)
         .await
         .context("connecting to Postgres")?;
     let deps = Deps {

@@ -97,8 +97,9 @@ impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
 
 /// A pool for `url` (a libpq-style URL or key=value string). TLS follows `sslmode` (in the
 /// URL, else `PGSSLMODE`; unset = `disable`) and `PGSSLROOTCERT`, as libpq does: see
-/// `store/tls.rs`. Connections are made lazily and replaced when found broken; every wait
-/// is bounded ([`PoolOptions`]).
+/// `store/tls.rs`. Connections are made lazily, checked on checkout (a connection a failover
+/// or an idle timeout closed is replaced, not handed out) and every wait is bounded
+/// ([`PoolOptions`]).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     pool_with(url, &PoolOptions::new(max_size))
 }
@@ -143,7 +144,9 @@ fn pool_with_env_options(
     };
     cfg.options(&startup);
     let manager_config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
+        // One round trip per checkout: a pooled connection that died (failover, idle
+        // timeout) is dropped and replaced instead of failing the caller's first statement.
+        recycling_method: RecyclingMethod::Verified,
     };
     let mgr = match tls::connector(mode, env)? {
         // sslmode=disable: tokio-postgres never starts TLS, so NoTls is all it needs.
