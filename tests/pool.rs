@@ -2,9 +2,17 @@
 //! under it (failover), the migration lock held elsewhere, migrations skipped at start, and
 //! a password rotated under a running process.
 
-use ghevents::store::{self, PoolOptions, StoreError};
+use ghevents::app::App;
+use ghevents::clock::SystemClock;
+use ghevents::config::Config;
+use ghevents::store::{self, MigrateOptions, PoolOptions, StoreError};
 use ghevents_tests::db::TestDb;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The key `store::migrate` locks.
+const MIGRATION_LOCK: i64 = 0x6768_6576_0001;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -189,4 +197,212 @@ async fn statements_are_cut_at_the_statement_timeout() {
         .unwrap()
         .get(0);
     assert_eq!(shown, "300ms");
+}
+
+#[tokio::test]
+async fn migrate_gives_up_after_a_bounded_wait_while_another_session_holds_the_lock() {
+    let db = TestDb::new_empty().await;
+    // Another process is migrating (or died holding the lock in a stuck session).
+    let other = connect(&db.url).await;
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        store::migrate_with(
+            &db.pool,
+            &MigrateOptions {
+                lock_wait: Duration::from_secs(2),
+                ..MigrateOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("migrate gave up by itself instead of hanging");
+
+    let err = result.expect_err("the lock is held elsewhere");
+    assert!(matches!(err, StoreError::MigrationLockBusy { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("migration lock"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.is_retryable());
+
+    // Once the other session lets go, migrations run.
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap();
+    let applied = store::migrate(&db.pool).await.unwrap();
+    assert!(applied >= 3, "{applied}");
+    assert_eq!(store::migrate(&db.pool).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn migrations_run_with_a_lock_timeout_and_leave_the_session_as_it_was() {
+    let db = TestDb::new_empty().await;
+    let pool = store::pool(&db.url, 1).unwrap();
+    store::migrate(&pool).await.unwrap();
+    let conn = pool.get().await.unwrap();
+    let (lock_timeout, statement_timeout): (String, String) = {
+        let r = conn
+            .query_one(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (lock_timeout.as_str(), statement_timeout.as_str()),
+        ("0", "30s")
+    );
+    let locked: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locked, 0, "the migration lock is released");
+}
+
+fn config(pairs: &[(&str, &str)]) -> Config {
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(&move |k| m.get(k).cloned()).unwrap()
+}
+
+async fn has_schema(db: &TestDb) -> bool {
+    connect(&db.url)
+        .await
+        .query_one("SELECT to_regclass('github_events') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn migrate_on_start_false_leaves_migrations_to_the_migrate_step() {
+    let db = TestDb::new_empty().await;
+    let off = config(&[("DATABASE_URL", &db.url), ("MIGRATE_ON_START", "false")]);
+    let app = App::start(off, Arc::new(SystemClock), 2).await.unwrap();
+    assert!(
+        !has_schema(&db).await,
+        "MIGRATE_ON_START=false applied migrations"
+    );
+    app.pool.close();
+
+    let on = config(&[("DATABASE_URL", &db.url), ("DB_POOL_SIZE", "3")]);
+    let app = App::start(on, Arc::new(SystemClock), 2).await.unwrap();
+    assert!(has_schema(&db).await);
+    assert_eq!(app.pool.status().max_size, 3, "DB_POOL_SIZE");
+}
+
+/// A cycle the migrate invocation must not run.
+struct NoCycle;
+
+#[async_trait::async_trait]
+impl ghevents_ingest::IngestCycle for NoCycle {
+    async fn run_cycle(
+        &self,
+        _deadline: ghevents::deadline::Deadline,
+    ) -> Result<ghevents::ingest::CycleSummary, ghevents::ingest::IngestError> {
+        panic!("a migrate invocation runs no ingest cycle");
+    }
+}
+
+struct NoMetrics;
+
+impl ghevents_ingest::MetricSink for NoMetrics {
+    fn emit(&self, _line: &str) {}
+}
+
+#[tokio::test]
+async fn the_migrate_payload_applies_migrations_and_returns_their_count() {
+    let db = TestDb::new_empty().await;
+    let deps = ghevents_ingest::Deps {
+        cycle: NoCycle,
+        outbox: None,
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(NoMetrics),
+        function_name: "ingest".into(),
+    };
+    let invoke = |payload: serde_json::Value| {
+        ghevents_ingest::dispatch(
+            &deps,
+            &db.pool,
+            lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default()),
+        )
+    };
+
+    let out = invoke(serde_json::json!({"ghevents": "migrate"}))
+        .await
+        .unwrap();
+    assert_eq!(out["outcome"], "migrated");
+    assert!(out["applied"].as_u64().unwrap() >= 3, "{out}");
+    assert!(has_schema(&db).await);
+    let again = invoke(serde_json::json!({"ghevents": "migrate"}))
+        .await
+        .unwrap();
+    assert_eq!(again["applied"], 0);
+
+    let err = invoke(serde_json::json!({"ghevents": "vacuum"}))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("vacuum"), "{err}");
+}
+
+#[tokio::test]
+async fn online_indexes_are_built_concurrently_once_and_rebuilt_when_left_invalid() {
+    let db = TestDb::new().await;
+    let conn = db.pool.get().await.unwrap();
+    let index = store::OnlineIndex {
+        name: "push_events_test_online_idx",
+        definition: "ON push_events (repo_name)",
+    };
+    let valid = || async {
+        connect(&db.url)
+            .await
+            .query_opt(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
+                &[&index.name],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, bool>(0))
+    };
+    store::create_index_concurrently(&conn, &index)
+        .await
+        .unwrap();
+    store::create_index_concurrently(&conn, &index)
+        .await
+        .unwrap();
+    assert_eq!(valid().await, Some(true));
+
+    // What an interrupted CONCURRENTLY build leaves behind.
+    connect(&db.url)
+        .await
+        .execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1::text::regclass",
+            &[&index.name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(valid().await, Some(false));
+    store::create_index_concurrently(&conn, &index)
+        .await
+        .unwrap();
+    assert_eq!(valid().await, Some(true));
 }

@@ -31,8 +31,8 @@ pub struct App {
 }
 
 impl App {
-    /// Connects (lazily) and applies pending migrations. `pool_size` applies when
-    /// `DB_POOL_SIZE` is unset.
+    /// Connects (lazily) and applies pending migrations unless `MIGRATE_ON_START=false`.
+    /// `pool_size` applies when `DB_POOL_SIZE` is unset.
     pub async fn start(
         config: Config,
         clock: Arc<dyn Clock>,
@@ -40,7 +40,11 @@ impl App {
     ) -> Result<Self, WiringError> {
         let options = PoolOptions::new(config.db_pool_size.unwrap_or(pool_size));
         let pool = store::pool_with(config.require_database_url()?, &options)?;
-        store::migrate(&pool).await?;
+        if config.migrate_on_start {
+            store::migrate(&pool).await?;
+        } else {
+            tracing::info!("MIGRATE_ON_START=false: pending migrations are not applied here");
+        }
         Self::with_pool(config, pool, clock)
     }
 

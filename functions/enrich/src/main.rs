@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
         .await
         .context("reading configuration and secrets")?;
     // One small pool per container, kept across invocations; connections are checked on
-    // checkout. Pending migrations are applied here, once, under an advisory lock.
+    // checkout. Pending migrations are applied here, under an advisory lock, unless
+    // MIGRATE_ON_START=false.
     let app = App::start(env.config.clone(), Arc::new(SystemClock), POOL_SIZE)
         .await
         .context("connecting to Postgres")?;

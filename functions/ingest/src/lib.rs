@@ -8,6 +8,9 @@
 //!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
 //!   `Retryable` or `NonRetryable`. Either way the next schedule tick continues where the
 //!   cycle stopped (stored pages are kept).
+//! - A one-off invocation with the payload `{"ghevents": "migrate"}` applies pending
+//!   migrations and does nothing else (see [`dispatch`]); with `MIGRATE_ON_START=false` that
+//!   is the only place the functions migrate.
 //! - Every successful invocation prints one CloudWatch Embedded Metric Format line on stdout
 //!   (namespace `ghevents`, `IngestCycleSuccess`, dimension `FunctionName`); see [`emf_line`].
 
@@ -19,6 +22,7 @@ use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
 use ghevents::outbox::{self, FlushReport};
 use ghevents::raw::PushQueue;
+use ghevents::store::{self, StoreError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use std::sync::Arc;
@@ -89,12 +93,18 @@ pub enum HandlerError {
         #[source]
         source: IngestError,
     },
+    #[error("migrations failed: {0}")]
+    Migrate(#[source] StoreError),
+    #[error("unexpected payload: {0}")]
+    Payload(String),
 }
 
 impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             HandlerError::Cycle { retryable, .. } => *retryable,
+            HandlerError::Migrate(e) => e.is_retryable(),
+            HandlerError::Payload(_) => false,
         }
     }
 }
@@ -116,6 +126,41 @@ impl From<HandlerError> for Diagnostic {
             error_message: e.to_string(),
         }
     }
+}
+
+/// Every invocation of the function: `{"ghevents": "migrate"}` applies pending migrations on
+/// `pool` and answers `{"outcome": "migrated", "applied": N}`; anything else must be the
+/// schedule's event and goes to [`handler`].
+pub async fn dispatch<C: IngestCycle>(
+    deps: &Deps<C>,
+    pool: &Pool,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, HandlerError> {
+    let (payload, context) = event.into_parts();
+    if let Some(command) = payload.get("ghevents") {
+        return match command.as_str() {
+            Some("migrate") => {
+                info!(request_id = %context.request_id, "migrate invocation");
+                let applied = store::migrate(pool).await.map_err(|e| {
+                    warn!(error = %e, error_code = "migrate_failed", "migrations failed");
+                    HandlerError::Migrate(e)
+                })?;
+                info!(applied, "migrations applied");
+                Ok(serde_json::json!({ "outcome": "migrated", "applied": applied }))
+            }
+            // NOTE: not retried: an unknown command stays unknown.
+            _ => Err(HandlerError::Payload(format!(
+                "unknown command {command} (expected \"migrate\")"
+            ))),
+        };
+    }
+    let scheduled: EventBridgeEvent = serde_json::from_value(payload).map_err(|e| {
+        HandlerError::Payload(format!(
+            "neither a scheduled event nor {{\"ghevents\": \"migrate\"}}: {e}"
+        ))
+    })?;
+    let response = handler(deps, LambdaEvent::new(scheduled, context)).await?;
+    serde_json::to_value(&response).map_err(|e| HandlerError::Payload(e.to_string()))
 }
 
 pub async fn handler<C: IngestCycle>(

@@ -4,7 +4,7 @@ use anyhow::Context;
 use ghevents::app::App;
 use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
-use ghevents_ingest::{handler, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
+use ghevents_ingest::{dispatch, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
 
@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
         .await
         .context("reading configuration and secrets")?;
     // One small pool per container, kept across invocations; connections are checked on
-    // checkout. Pending migrations are applied here, once, under an advisory lock.
+    // checkout. Pending migrations are applied here, under an advisory lock, unless
+    // MIGRATE_ON_START=false.
     let app = App::start(env.config.clone(), Arc::new(SystemClock), POOL_SIZE)
         .await
         .context("connecting to Postgres")?;
@@ -36,5 +37,6 @@ async fn main() -> Result<(), Error> {
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
             .unwrap_or_else(|_| "ingest".into()),
     };
-    lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
+    let pool = app.pool.clone();
+    lambda_runtime::run(service_fn(|event| dispatch(&deps, &pool, event))).await
 }

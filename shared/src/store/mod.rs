@@ -70,13 +70,15 @@ pub enum StoreError {
     },
     #[error("migrations: {0}")]
     Migrate(#[from] refinery::Error),
+    #[error("migrations: the migration lock (advisory lock {key:#x}) is still held by another session after {waited:?}; the migrations may be running elsewhere, try again later")]
+    MigrationLockBusy { key: i64, waited: Duration },
 }
 
 impl StoreError {
     /// Connection loss and serialization failures can succeed when tried again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::MigrationLockBusy { .. } => true,
             StoreError::Db { source, .. } => {
                 source.is_closed() || source.code().is_some_and(|c| c.code().starts_with("40"))
             }
@@ -165,18 +167,144 @@ fn pool_with_env_options(
         .map_err(|e| StoreError::Config(e.to_string()))
 }
 
-/// Applies pending migrations, once, under an advisory lock. Returns how many were applied.
+/// How migrations wait for others.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// How long to wait for the migration lock another session holds before giving up.
+    pub lock_wait: Duration,
+    /// Each statement's wait for a table lock (`lock_timeout`): a migration stuck behind a
+    /// long transaction fails instead of blocking every writer queued behind it.
+    pub lock_timeout: Duration,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            lock_wait: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An index on a table that may be large, built with `CREATE INDEX CONCURRENTLY` so writes go
+/// on meanwhile. That statement cannot run inside a transaction, and refinery runs every
+/// migration in one, so such indexes are not migrations: they are listed in
+/// [`ONLINE_INDEXES`] and built after the migrations (see `migrations/README.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct OnlineIndex {
+    pub name: &'static str,
+    /// What follows the name: `ON table (columns) [WHERE …]`.
+    pub definition: &'static str,
+}
+
+/// Indexes built after the migrations, in order, each once (idempotent).
+pub const ONLINE_INDEXES: &[OnlineIndex] = &[];
+
+/// Applies pending migrations, once, under an advisory lock, then builds the
+/// [`ONLINE_INDEXES`] not built yet. Returns how many migrations were applied.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    migrate_with(pool, &MigrateOptions::default()).await
+}
+
+/// [`migrate`] with its waits given. Fails with [`StoreError::MigrationLockBusy`] when the
+/// lock is not free within `lock_wait`.
+pub async fn migrate_with(pool: &Pool, options: &MigrateOptions) -> Result<usize, StoreError> {
     let mut obj = pool.get().await?;
+    let started = tokio::time::Instant::now();
+    loop {
+        let got: bool = obj
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .ctx("migration lock")?
+            .get(0);
+        if got {
+            break;
+        }
+        let waited = started.elapsed();
+        if waited >= options.lock_wait {
+            tracing::warn!(
+                lock = MIGRATION_LOCK,
+                waited_ms = waited.as_millis() as u64,
+                error_code = "migration_lock_busy",
+                "migration lock still held elsewhere"
+            );
+            return Err(StoreError::MigrationLockBusy {
+                key: MIGRATION_LOCK,
+                waited,
+            });
+        }
+        tokio::time::sleep((options.lock_wait - waited).min(Duration::from_millis(250))).await;
+    }
     let client: &mut tokio_postgres::Client = &mut obj;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+    let result = migrate_locked(client, options).await;
+    let unlocked = client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
         .await
-        .ctx("advisory lock")?;
-    let report = embedded::migrations::runner().run_async(client).await;
+        .and(
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await,
+        );
+    if result.is_err() || unlocked.is_err() {
+        // Closing the session releases the lock whatever state it is in.
+        drop(deadpool_postgres::Object::take(obj));
+    }
+    let applied = result?;
+    unlocked.ctx("advisory unlock")?;
+    Ok(applied)
+}
+
+async fn migrate_locked(
+    client: &mut tokio_postgres::Client,
+    options: &MigrateOptions,
+) -> Result<usize, StoreError> {
+    // A migration may take longer than the pool's statement_timeout; it may not wait long
+    // for a lock.
     client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .batch_execute(&format!(
+            "SET lock_timeout = {}; SET statement_timeout = 0",
+            options.lock_timeout.as_millis()
+        ))
         .await
-        .ctx("advisory unlock")?;
-    Ok(report?.applied_migrations().len())
+        .ctx("migration timeouts")?;
+    let report = embedded::migrations::runner().run_async(client).await?;
+    for index in ONLINE_INDEXES {
+        create_index_concurrently(client, index).await?;
+    }
+    Ok(report.applied_migrations().len())
+}
+
+/// Builds `index` with `CREATE INDEX CONCURRENTLY` unless it exists. A build that was
+/// interrupted leaves an invalid index behind: it is dropped and built again.
+pub async fn create_index_concurrently(
+    client: &tokio_postgres::Client,
+    index: &OnlineIndex,
+) -> Result<(), StoreError> {
+    let invalid = client
+        .query_opt(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE c.relname = $1 AND pg_table_is_visible(c.oid)",
+            &[&index.name],
+        )
+        .await
+        .ctx("index validity")?
+        .is_some_and(|r| r.get::<_, bool>(0));
+    if invalid {
+        tracing::warn!(
+            index = index.name,
+            "dropping an index an interrupted build left invalid"
+        );
+        client
+            .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index.name))
+            .await
+            .ctx("drop invalid index")?;
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} {}",
+            index.name, index.definition
+        ))
+        .await
+        .ctx("create index concurrently")?;
+    Ok(())
 }
