@@ -5,10 +5,13 @@
 use ghevents::app::App;
 use ghevents::clock::SystemClock;
 use ghevents::config::Config;
-use ghevents::store::{self, MigrateOptions, PoolOptions, StoreError};
+use ghevents::store::{
+    self, CredentialSource, DbCredentials, MigrateOptions, PoolOptions, StoreError,
+};
 use ghevents_tests::db::TestDb;
+use secrecy::SecretString;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The key `store::migrate` locks.
@@ -405,4 +408,204 @@ async fn online_indexes_are_built_concurrently_once_and_rebuilt_when_left_invali
         .await
         .unwrap();
     assert_eq!(valid().await, Some(true));
+}
+
+// ---------------------------------------------------------------------------------------
+// Secret rotation. The shared test server trusts every local connection, so a refused
+// password cannot happen there: these tests start a throwaway cluster that asks for
+// scram-sha-256 passwords (initdb/pg_ctl, as scripts/postgres.sh does).
+
+struct PasswordCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn pg_bindir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("GHEVENTS_PG_BINDIR") {
+        return d.into();
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (or set GHEVENTS_PG_BINDIR)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// Runs a server program, as the `postgres` OS user when we are root (the server refuses
+/// to run as root).
+fn pg_cmd(program: &std::path::Path) -> std::process::Command {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PasswordCluster {
+    fn start() -> Self {
+        let bin = pg_bindir();
+        let dir = tempfile::tempdir().unwrap();
+        let run = |c: &mut std::process::Command| {
+            let out = c.output().expect("running a PostgreSQL program");
+            assert!(
+                out.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("chmod")
+            .arg("777")
+            .arg(dir.path()));
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, "superpw\n").unwrap();
+        run(std::process::Command::new("chmod").arg("644").arg(&pwfile));
+        let data = dir.path().join("data");
+        run(pg_cmd(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=scram-sha-256", "--pwfile"])
+            .arg(&pwfile));
+        let port = free_port();
+        run(pg_cmd(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.path().display()
+            ))
+            .args(["-w", "start"]));
+        Self { dir, port }
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordCluster {
+    fn drop(&mut self) {
+        let _ = pg_cmd(&pg_bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A secret store the test rotates.
+struct FakeSecret {
+    password: Mutex<String>,
+    reads: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for FakeSecret {
+    async fn current(&self) -> Result<DbCredentials, String> {
+        *self.reads.lock().unwrap() += 1;
+        Ok(DbCredentials {
+            user: "app".into(),
+            password: SecretString::from(self.password.lock().unwrap().clone()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_password_is_read_again_and_the_next_operation_succeeds() {
+    let cluster = PasswordCluster::start();
+    let admin = connect(&cluster.url("postgres", "superpw")).await;
+    admin
+        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'first-password'")
+        .await
+        .unwrap();
+    let secret = Arc::new(FakeSecret {
+        password: Mutex::new("first-password".into()),
+        reads: Mutex::new(0),
+    });
+    // The URL holds the password read at cold start.
+    let pool = store::pool_with(
+        &cluster.url("app", "first-password"),
+        &PoolOptions {
+            credentials: Some(secret.clone()),
+            ..PoolOptions::new(1)
+        },
+    )
+    .unwrap();
+    let one = |pool: deadpool_postgres::Pool| async move {
+        let conn = pool.get().await?;
+        let n: i32 = conn
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(|source| StoreError::Db {
+                context: "select",
+                source,
+            })?
+            .get(0);
+        Ok::<i32, StoreError>(n)
+    };
+    assert_eq!(one(pool.clone()).await.unwrap(), 1);
+    assert_eq!(*secret.reads.lock().unwrap(), 0, "read only when refused");
+
+    // The rotation: new password on the server and in the secret; the open connection dies
+    // (a failover, or a recycled connection), so the next operation needs a new one.
+    admin
+        .batch_execute(
+            "ALTER ROLE app PASSWORD 'second-password';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+        )
+        .await
+        .unwrap();
+    *secret.password.lock().unwrap() = "second-password".into();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert_eq!(
+        one(pool.clone())
+            .await
+            .expect("the next operation succeeds"),
+        1
+    );
+    assert_eq!(*secret.reads.lock().unwrap(), 1);
+    // And the one after it uses the new password without reading it again.
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(one(pool.clone()).await.unwrap(), 1);
+    assert_eq!(*secret.reads.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn without_a_credential_source_a_refused_password_is_an_error() {
+    let cluster = PasswordCluster::start();
+    let pool = store::pool(&cluster.url("postgres", "wrong"), 1).unwrap();
+    let err = StoreError::from(pool.get().await.expect_err("refused"));
+    assert!(err.to_string().contains("password"), "{err}");
 }

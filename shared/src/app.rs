@@ -7,7 +7,7 @@ use crate::enrich::{EnrichOptions, Enricher};
 use crate::github::{identity_of, GithubClient, GithubConfig};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::raw::{InlineRaw, PushQueue, RawStore};
-use crate::store::{self, PgBudget, PoolOptions, StoreError};
+use crate::store::{self, CredentialSource, PgBudget, PoolOptions, StoreError};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
@@ -38,7 +38,21 @@ impl App {
         clock: Arc<dyn Clock>,
         pool_size: usize,
     ) -> Result<Self, WiringError> {
-        let options = PoolOptions::new(config.db_pool_size.unwrap_or(pool_size));
+        Self::start_with(config, clock, pool_size, None).await
+    }
+
+    /// [`App::start`] with a source to read the database credentials from again when the
+    /// server refuses them (a rotated secret).
+    pub async fn start_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        pool_size: usize,
+        credentials: Option<Arc<dyn CredentialSource>>,
+    ) -> Result<Self, WiringError> {
+        let options = PoolOptions {
+            credentials,
+            ..PoolOptions::new(config.db_pool_size.unwrap_or(pool_size))
+        };
         let pool = store::pool_with(config.require_database_url()?, &options)?;
         if config.migrate_on_start {
             store::migrate(&pool).await?;

@@ -18,11 +18,16 @@ async fn main() -> Result<(), Error> {
         .await
         .context("reading configuration and secrets")?;
     // One small pool per container, kept across invocations; connections are checked on
-    // checkout. Pending migrations are applied here, under an advisory lock, unless
-    // MIGRATE_ON_START=false.
-    let app = App::start(env.config.clone(), Arc::new(SystemClock), POOL_SIZE)
-        .await
-        .context("connecting to Postgres")?;
+    // checkout and the database secret is read again if Postgres refuses it (rotation).
+    // Pending migrations are applied here, under an advisory lock, unless MIGRATE_ON_START=false.
+    let app = App::start_with(
+        env.config.clone(),
+        Arc::new(SystemClock),
+        POOL_SIZE,
+        env.db_credentials.clone(),
+    )
+    .await
+    .context("connecting to Postgres")?;
     let queue = env.push_queue();
     let (_keep_running, stop) = tokio::sync::watch::channel(false);
     let deps = Deps {

@@ -2,6 +2,7 @@
 
 mod budget;
 pub mod cache;
+pub mod credentials;
 mod events;
 mod lock;
 mod poll;
@@ -10,6 +11,7 @@ mod tls;
 pub mod work;
 
 pub use budget::PgBudget;
+pub use credentials::{CredentialSource, DbCredentials};
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
 pub use lock::AdvisoryLock;
 pub use poll::PollState;
@@ -33,6 +35,9 @@ pub struct PoolOptions {
     pub create_timeout: Duration,
     /// How long checking a pooled connection may take before it is replaced.
     pub recycle_timeout: Duration,
+    /// Read again when the server refuses the credentials (a rotated secret); the URL's
+    /// user and password are used until then.
+    pub credentials: Option<std::sync::Arc<dyn CredentialSource>>,
 }
 
 impl PoolOptions {
@@ -44,6 +49,7 @@ impl PoolOptions {
             wait_timeout: Duration::from_secs(10),
             create_timeout: Duration::from_secs(5),
             recycle_timeout: Duration::from_secs(5),
+            credentials: None,
         }
     }
 }
@@ -60,7 +66,7 @@ const MIGRATION_LOCK: i64 = 0x6768_6576_0001;
 pub enum StoreError {
     #[error("invalid DATABASE_URL: {0}")]
     Config(String),
-    #[error("database connection: {0}")]
+    #[error("database connection: {}", pool_error_text(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database: {context}: {source}")]
     Db {
@@ -72,6 +78,26 @@ pub enum StoreError {
     Migrate(#[from] refinery::Error),
     #[error("migrations: the migration lock (advisory lock {key:#x}) is still held by another session after {waited:?}; the migrations may be running elsewhere, try again later")]
     MigrationLockBusy { key: i64, waited: Duration },
+}
+
+/// A pool error with the server's own words when there are some ("password authentication
+/// failed for user …", SQLSTATE 28P01).
+fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
+            Some(db) => format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
+            None => match std::error::Error::source(b) {
+                Some(cause) => format!("{b}: {cause}"),
+                None => b.to_string(),
+            },
+        },
+        other => other.to_string(),
+    }
 }
 
 impl StoreError {
@@ -150,10 +176,20 @@ fn pool_with_env_options(
         // timeout) is dropped and replaced instead of failing the caller's first statement.
         recycling_method: RecyclingMethod::Verified,
     };
-    let mgr = match tls::connector(mode, env)? {
+    let mgr = match (tls::connector(mode, env)?, options.credentials.clone()) {
         // sslmode=disable: tokio-postgres never starts TLS, so NoTls is all it needs.
-        None => Manager::from_config(cfg, NoTls, manager_config),
-        Some(rustls) => Manager::from_config(cfg, rustls, manager_config),
+        (None, None) => Manager::from_config(cfg, NoTls, manager_config),
+        (Some(rustls), None) => Manager::from_config(cfg, rustls, manager_config),
+        (None, Some(source)) => Manager::from_connect(
+            cfg,
+            credentials::RotatingConnect::new(NoTls, source),
+            manager_config,
+        ),
+        (Some(rustls), Some(source)) => Manager::from_connect(
+            cfg,
+            credentials::RotatingConnect::new(rustls, source),
+            manager_config,
+        ),
     };
     Pool::builder(mgr)
         .max_size(options.max_size.max(1))
