@@ -39,7 +39,8 @@ enum Command {
         once: bool,
     },
     /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget, and
-    /// enrich new push events beside it. Ctrl-C finishes the page in hand and exits.
+    /// enrich new push events beside it. Ctrl-C or SIGTERM finishes the page in hand and
+    /// exits 0.
     Run {
         /// Poll only; leave enrichment to another worker.
         #[arg(long)]
@@ -142,7 +143,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrich { once: false } => {
-            let stop = stop_on_ctrl_c();
+            let stop = stop_on_signal()?;
             app.enricher().run_loop(stop).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -170,23 +171,57 @@ fn cycle_line(s: &CycleSummary) -> String {
     )
 }
 
-/// A stop signal set by the first Ctrl-C; a second one exits at once.
-fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+/// A stop signal set by the first Ctrl-C or SIGTERM (what `kill`, systemd and container
+/// runtimes send); a second one exits at once. Until then the page in hand is finished and
+/// what was claimed is released, so nothing waits for a lease to expire.
+fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>> {
     let (tx, stop) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("ghevents: stopping after the page in hand (Ctrl-C again to abort)");
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+        let first = signals.next().await;
+        eprintln!("ghevents: {first}: stopping after the page in hand (again to abort)");
+        let _ = tx.send(true);
+        let second = signals.next().await;
+        eprintln!("ghevents: {second}: aborting");
+        std::process::exit(130);
+    });
+    Ok(stop)
+}
+
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = self.term.recv() => "SIGTERM",
             }
         }
-    });
-    stop
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }
 
 async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
-    let stop = stop_on_ctrl_c();
+    let stop = stop_on_signal()?;
     // Enrichment runs beside ingest, never in its way: its failures are logged, not fatal.
     let enricher = enrich.then(|| {
         let enricher = app.enricher();

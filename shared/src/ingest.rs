@@ -9,10 +9,14 @@
 //!   an event already stored, unless the previous cycle did not complete (then a stored event
 //!   proves nothing about the pages after it);
 //! - the ETag is kept only when the whole cycle completed;
-//! - one cycle per feed at a time across processes (advisory lock).
+//! - one cycle per feed at a time across processes (advisory lock);
+//! - under a deadline (a Lambda invocation), a page is only started while the margin is left,
+//!   and a request cut by the deadline ends the cycle as `deadline_reached` (incomplete, its
+//!   stored pages kept, the next cycle walks on).
 
 use crate::budget::Purpose;
 use crate::clock::{sleep_or_stop, Clock};
+use crate::deadline::Deadline;
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
@@ -41,6 +45,9 @@ pub struct IngestOptions {
     /// The longest rate-limit window GitHub has (an hour): a reset announced further away is
     /// not paced on, only the last few requests are spread.
     pub rate_window: Duration,
+    /// Under a deadline, the time that must be left to start a page. `None`: the GitHub
+    /// client's deadline reserve plus its longest attempt (10 s + 40 s by default).
+    pub deadline_margin: Option<Duration>,
 }
 
 impl Default for IngestOptions {
@@ -51,6 +58,7 @@ impl Default for IngestOptions {
             default_poll_interval: Duration::from_secs(60),
             pace_to_budget: true,
             rate_window: Duration::from_secs(3600),
+            deadline_margin: None,
         }
     }
 }
@@ -71,6 +79,9 @@ pub enum Outcome {
     RateLimited,
     /// A page could not be fetched or stored; pages before it are kept.
     Failed,
+    /// The invocation's deadline came too close: the cycle ended, incomplete, after the pages
+    /// it stored.
+    DeadlineReached,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,18 +190,31 @@ impl Ingestor {
     /// Runs one cycle. Rate limits and "not due yet" are successful outcomes; a failed page
     /// is an error (the summary is recorded in `poll_state` either way).
     pub async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
+        self.run_cycle_before(Deadline::NONE).await
+    }
+
+    /// [`Ingestor::run_cycle`] that ends before `deadline` (see [`IngestOptions::deadline_margin`]).
+    pub async fn run_cycle_before(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
         let feed = EVENTS_FEED;
         let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await?
         else {
             info!(feed, "another process is polling this feed; nothing to do");
             return Ok(CycleSummary::new(Outcome::Busy));
         };
-        let result = self.cycle_locked(feed).await;
+        let result = self.cycle_locked(feed, deadline).await;
         lock.release().await?;
         result
     }
 
-    async fn cycle_locked(&self, feed: &str) -> Result<CycleSummary, IngestError> {
+    async fn cycle_locked(
+        &self,
+        feed: &str,
+        deadline: Deadline,
+    ) -> Result<CycleSummary, IngestError> {
+        let margin = self
+            .options
+            .deadline_margin
+            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         let now = self.clock.now();
         let state = PollState::load(&self.pool, feed).await?;
         if let Some(due) = state.next_poll_at.filter(|d| *d > now) {
@@ -228,13 +252,34 @@ impl Ingestor {
                 completed = false;
                 break;
             }
+            if !deadline.allows(margin) {
+                info!(
+                    feed,
+                    page,
+                    left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
+                    "deadline near: ending the cycle before this page"
+                );
+                summary.outcome = Outcome::DeadlineReached;
+                completed = false;
+                break;
+            }
             let etag = if page == 1 && !resume_incomplete {
                 state.etag.as_deref()
             } else {
                 None
             };
-            let fetched = match self.github.get(&target, etag, Purpose::Ingest).await {
+            let fetched = match self
+                .github
+                .get_before(&target, etag, Purpose::Ingest, deadline)
+                .await
+            {
                 Ok(f) => f,
+                Err(GithubError::DeadlineReached { .. }) => {
+                    info!(feed, page, "deadline near: request cut short, cycle ends");
+                    summary.outcome = Outcome::DeadlineReached;
+                    completed = false;
+                    break;
+                }
                 Err(e) if e.wait_until().is_some() => {
                     summary.outcome = Outcome::RateLimited;
                     summary.resume_at = e.wait_until();
@@ -549,5 +594,6 @@ pub fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Busy => "busy",
         Outcome::RateLimited => "rate_limited",
         Outcome::Failed => "failed",
+        Outcome::DeadlineReached => "deadline_reached",
     }
 }

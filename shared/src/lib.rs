@@ -8,6 +8,7 @@ pub mod aws;
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod enrich;
 pub mod event;
 pub mod github;
