@@ -6,6 +6,7 @@ pub mod app;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod budget;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod enrich;
