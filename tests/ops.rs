@@ -182,3 +182,269 @@ async fn check_passes_an_imported_hour_and_names_each_broken_row() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(check_json(&report, "stale_pending")["count"], 0);
 }
+
+/// Each push id of the 2015 hour with the ref type the parser computes from its source line.
+fn parser_ref_types() -> std::collections::HashMap<i64, Option<&'static str>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(archive("2015-01-01-0.json.gz")).unwrap();
+    let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f));
+    r.split(b'\n')
+        .map(|l| l.unwrap())
+        .filter(|l| !l.is_empty())
+        .filter_map(
+            |l| match ghevents::event::parse_event_str(std::str::from_utf8(&l).unwrap()) {
+                Ok(ghevents::event::Parsed::Push(_, p)) => Some((p.push_id, p.ref_type())),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+async fn stored_ref_types(db: &TestDb) -> std::collections::HashMap<i64, Option<String>> {
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT push_id, ref_type FROM push_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn assert_ref_types_as_parsed(stored: &std::collections::HashMap<i64, Option<String>>) {
+    let parsed = parser_ref_types();
+    assert_eq!(parsed.len(), 4280);
+    assert_eq!(stored.len(), 4280);
+    for (push_id, want) in &parsed {
+        let got = stored
+            .get(push_id)
+            .unwrap_or_else(|| panic!("push {push_id} not stored"));
+        assert!(got.is_some(), "push {push_id} has no ref_type");
+        assert_eq!(got.as_deref(), *want, "ref_type of push {push_id}");
+    }
+}
+
+fn summary_json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test]
+async fn reparse_fills_ref_type_of_old_rows_and_keeps_enrichment_state() {
+    let db = imported_2015_hour().await;
+    // New rows get it from the parser.
+    assert_ref_types_as_parsed(&stored_ref_types(&db).await);
+
+    // Rows from before the column, with enrichment already under way.
+    exec(
+        &db,
+        "UPDATE push_events SET ref_type = NULL;
+         UPDATE push_events SET enrichment_status = 'completed', attempts = 2,
+                enriched_at = '2020-01-01Z', enqueued_at = '2020-01-01Z'
+          WHERE push_id IN (SELECT push_id FROM push_events ORDER BY push_id LIMIT 100);",
+    )
+    .await;
+
+    let (code, out, err) = run(&db, &["reparse", "--type", "PushEvent"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!("{out}");
+    assert!(
+        out.starts_with("reparse type=PushEvent since=- until=-: events=4280 batches=5 push_rows=4280 push_rows_new=0 status_changed=0 parse_failed=0 unreadable=0 resumed_after=- "),
+        "{out}"
+    );
+    assert!(out.contains(" events_per_sec="), "{out}");
+    assert_ref_types_as_parsed(&stored_ref_types(&db).await);
+    assert_eq!(db.count("SELECT count(*) FROM push_events").await, 4280);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM push_events WHERE enrichment_status = 'completed' AND attempts = 2
+               AND enriched_at = '2020-01-01Z' AND enqueued_at = '2020-01-01Z'"
+        )
+        .await,
+        100
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'pending'")
+            .await,
+        4180
+    );
+
+    // A finished run asked again starts over and changes nothing.
+    let (code, out, err) = run(&db, &["reparse", "--type", "PushEvent", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let s = summary_json(&out);
+    assert_eq!(s["events"], 4280);
+    assert_eq!(s["push_rows_new"], 0);
+    assert_eq!(s["resumed_after"], Value::Null);
+    assert!(s["events_per_sec"].as_f64().unwrap() > 0.0, "{out}");
+    assert_eq!(db.count("SELECT count(*) FROM push_events").await, 4280);
+
+    // A window outside the hour selects nothing.
+    let (code, out, _) = run(
+        &db,
+        &["reparse", "--since", "2016-01-01T00:00:00Z", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(summary_json(&out)["events"], 0);
+}
+
+#[tokio::test]
+async fn a_reparse_killed_half_way_completes_on_the_next_run_without_duplicates() {
+    let db = imported_2015_hour().await;
+    exec(&db, "UPDATE push_events SET ref_type = NULL").await;
+
+    let mut child = ghevents(
+        &db,
+        &[
+            "reparse",
+            "--type",
+            "PushEvent",
+            "--batch-size",
+            "200",
+            "--pause-ms",
+            "200",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Wait for a few committed batches, then kill -9 (SIGKILL: no cleanup at all).
+    let committed = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let n = db
+                .count("SELECT coalesce(max(events), 0) FROM reparse_runs")
+                .await;
+            if n >= 600 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("batches committed in time");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    let done = db
+        .count("SELECT events FROM reparse_runs WHERE finished_at IS NULL")
+        .await;
+    assert!(done >= committed && done < 4280, "{done}");
+    let filled = db
+        .count("SELECT count(*) FROM push_events WHERE ref_type IS NOT NULL")
+        .await;
+    assert!(
+        filled > 0 && filled < 4280,
+        "killed half-way: {filled} filled"
+    );
+    let checkpoint = db.count("SELECT last_event_id FROM reparse_runs").await;
+
+    let (code, out, err) = run(&db, &["reparse", "--type", "PushEvent", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let s = summary_json(&out);
+    assert_eq!(s["resumed_after"], checkpoint, "{out}");
+    assert_eq!(s["events"].as_i64().unwrap(), 4280 - done, "{out}");
+    assert_eq!(s["push_rows_new"], 0, "{out}");
+    assert_eq!(db.count("SELECT count(*) FROM push_events").await, 4280);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT event_id) FROM push_events")
+            .await,
+        4280
+    );
+    assert_eq!(db.count("SELECT count(*) FROM github_events").await, 7702);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM reparse_runs WHERE finished_at IS NOT NULL AND events = 4280"
+        )
+        .await,
+        1
+    );
+    assert_ref_types_as_parsed(&stored_ref_types(&db).await);
+}
+
+#[tokio::test]
+async fn reparse_reads_payloads_stored_as_object_lines() {
+    use ghevents::raw::{encode_page, MemoryObjects, ObjectWriter};
+    use ghevents::reparse::{reparse, ReparseOptions, ReparseProgress};
+    use ghevents::store::{write_events, EventInsert, RawRef, Source};
+    let db = TestDb::new().await;
+    let texts = [
+        r#"{"id":"11","type":"PushEvent","actor":{"id":1,"login":"a"},"repo":{"id":2,"name":"a/b"},"payload":{"push_id":101,"ref":"refs/tags/v1","head":"h","before":"b"},"public":true,"created_at":"2026-01-01T00:00:00Z"}"#,
+        r#"{"id":"12","type":"WatchEvent","actor":{"id":1,"login":"a"},"repo":{"id":2,"name":"a/b"},"payload":{},"public":true,"created_at":"2026-01-01T00:00:01Z"}"#,
+        r#"{"id":"13","type":"PushEvent","actor":{"id":1,"login":"a"},"repo":{"id":2,"name":"a/b"},"payload":{"push_id":102,"ref":"refs/heads/main","head":"h","before":"b"},"public":true,"created_at":"2026-01-01T00:00:02Z"}"#,
+    ];
+    let raws: Vec<Box<serde_json::value::RawValue>> = texts
+        .iter()
+        .map(|t| serde_json::value::RawValue::from_string((*t).to_owned()).unwrap())
+        .collect();
+    let refs: Vec<&serde_json::value::RawValue> = raws.iter().map(|r| r.as_ref()).collect();
+    let objects = MemoryObjects::new();
+    let key = "raw/events/2026/01/01/00/p1.json.gz";
+    objects
+        .put_object(key, encode_page(&refs).unwrap())
+        .await
+        .unwrap();
+    let batch: Vec<EventInsert> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| EventInsert {
+            parsed: ghevents::event::parse_event_str(t).unwrap(),
+            raw: RawRef::Object {
+                key: key.into(),
+                line: i as i32,
+            },
+        })
+        .collect();
+    write_events(&db.pool, &batch, Source::Api, chrono::Utc::now())
+        .await
+        .unwrap();
+    exec(&db, "UPDATE push_events SET ref_type = NULL").await;
+    let clock = ghevents::clock::SystemClock;
+
+    // Without an object store client nothing can be read: counted, left as it is.
+    let s = reparse(
+        &db.pool,
+        None,
+        &ReparseOptions::default(),
+        &ReparseProgress::default(),
+        &clock,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.unreadable_total(), 3);
+    assert_eq!(
+        s.unreadable["no object store client"].examples,
+        vec![11, 12, 13]
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE ref_type IS NULL")
+            .await,
+        2
+    );
+
+    let s = reparse(
+        &db.pool,
+        Some(&objects),
+        &ReparseOptions::default(),
+        &ReparseProgress::default(),
+        &clock,
+    )
+    .await
+    .unwrap();
+    assert_eq!((s.events, s.push_rows, s.unreadable_total()), (3, 2, 0));
+    let got: Vec<(i64, String)> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT push_id, ref_type FROM push_events ORDER BY push_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got, vec![(101, "tag".into()), (102, "branch".into())]);
+}

@@ -78,6 +78,26 @@ enum Command {
         #[arg(long, default_value = "1m", value_parser = ghevents::check::parse_duration)]
         lease_grace: chrono::Duration,
     },
+    /// Rebuild structured rows from the stored raw payloads with the current parser.
+    Reparse {
+        /// Only events of this type (e.g. PushEvent).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only events created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events created before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        /// Milliseconds to pause after each batch (throttles a run on a busy database).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -175,6 +195,23 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 ..Default::default()
             };
             check(&app, &opts, json).await
+        }
+        Command::Reparse {
+            event_type,
+            since,
+            until,
+            batch_size,
+            pause_ms,
+            json,
+        } => {
+            let opts = ghevents::reparse::ReparseOptions {
+                event_type,
+                since,
+                until,
+                batch_size: batch_size.max(1),
+                pause: Duration::from_millis(pause_ms),
+            };
+            reparse(&app, &opts, json).await
         }
     }
 }
@@ -423,5 +460,79 @@ async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> R
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+async fn reparse(
+    app: &App,
+    opts: &ghevents::reparse::ReparseOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    use ghevents::reparse::{count_events, ReparseProgress};
+    let progress = Arc::new(ReparseProgress::default());
+    let bar = if std::io::stderr().is_terminal() {
+        let total = count_events(&app.pool, opts).await?;
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "reparse [{bar:30}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let ticker = bar.clone().map(|bar| {
+        let p = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(p.events.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    // Payloads stored out of line need an object store client, which this binary does not
+    // build: such events are counted as unreadable and left as they are.
+    let result =
+        ghevents::reparse::reparse(&app.pool, None, opts, &progress, app.clock.as_ref()).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let s = result.context("reparsing")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "reparse {}: events={} batches={} push_rows={} push_rows_new={} status_changed={} parse_failed={} unreadable={} resumed_after={} seconds={:.2} events_per_sec={:.0}",
+            s.params,
+            s.events,
+            s.batches,
+            s.push_rows,
+            s.push_rows_new,
+            s.status_changed,
+            s.parse_failed,
+            s.unreadable_total(),
+            s.resumed_after.map_or("-".into(), |id| id.to_string()),
+            s.seconds,
+            s.events_per_sec,
+        );
+        for (reason, u) in &s.unreadable {
+            let ids: Vec<String> = u.examples.iter().map(i64::to_string).collect();
+            println!(
+                "  unreadable, {reason}: {} (e.g. events {})",
+                u.count,
+                ids.join(", ")
+            );
+        }
+    }
+    Ok(if s.unreadable_total() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }

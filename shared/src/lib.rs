@@ -16,5 +16,6 @@ pub mod import;
 pub mod ingest;
 pub mod outbox;
 pub mod raw;
+pub mod reparse;
 pub mod sanitize;
 pub mod store;
