@@ -1,5 +1,8 @@
 //! The operator commands end to end on real Postgres: `ghevents check` and `ghevents reparse`.
 
+#[path = "aws_support.rs"]
+mod aws_support;
+
 use ghevents_tests::db::TestDb;
 use ghevents_tests::{data_dir, ghevents_bin};
 use serde_json::Value;
@@ -23,7 +26,13 @@ fn ghevents(db: &TestDb, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn run(db: &TestDb, args: &[&str]) -> (i32, String, String) {
-    let out: Output = tokio::time::timeout(Duration::from_secs(300), ghevents(db, args).output())
+    run_env(db, args, &[]).await
+}
+
+async fn run_env(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = ghevents(db, args);
+    c.envs(env.iter().copied());
+    let out: Output = tokio::time::timeout(Duration::from_secs(300), c.output())
         .await
         .expect("ghevents finished in time")
         .expect("ghevents ran");
@@ -447,4 +456,123 @@ async fn reparse_reads_payloads_stored_as_object_lines() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(got, vec![(101, "tag".into()), (102, "branch".into())]);
+}
+
+#[tokio::test]
+async fn check_and_reparse_read_raw_objects_from_s3() {
+    use ghevents::raw::encode_page;
+    use ghevents::store::{write_events, EventInsert, RawRef, Source};
+    let aws = aws_support::localstack().await;
+    let bucket = aws.bucket().await;
+    let db = TestDb::new().await;
+    let push = |id: u32, push_id: u32, git_ref: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"PushEvent","actor":{{"id":1,"login":"a"}},"repo":{{"id":2,"name":"a/b"}},"payload":{{"push_id":{push_id},"ref":"{git_ref}","head":"h","before":"b"}},"public":true,"created_at":"2026-01-01T00:00:00Z"}}"#
+        )
+    };
+    let page = [
+        push(21, 201, "refs/tags/v2"),
+        push(22, 202, "refs/heads/dev"),
+    ];
+    let raws: Vec<Box<serde_json::value::RawValue>> = page
+        .iter()
+        .map(|t| serde_json::value::RawValue::from_string(t.clone()).unwrap())
+        .collect();
+    let refs: Vec<&serde_json::value::RawValue> = raws.iter().map(|r| r.as_ref()).collect();
+    let key = "raw/events/2026/01/01/00/p1.json.gz";
+    aws.s3
+        .put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(encode_page(&refs).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let lost = "raw/events/2026/01/01/00/lost.json.gz";
+    let mut batch: Vec<EventInsert> = page
+        .iter()
+        .enumerate()
+        .map(|(i, t)| EventInsert {
+            parsed: ghevents::event::parse_event_str(t).unwrap(),
+            raw: RawRef::Object {
+                key: key.into(),
+                line: i as i32,
+            },
+        })
+        .collect();
+    batch.push(EventInsert {
+        parsed: ghevents::event::parse_event_str(&push(23, 203, "refs/heads/x")).unwrap(),
+        raw: RawRef::Object {
+            key: lost.into(),
+            line: 0,
+        },
+    });
+    write_events(&db.pool, &batch, Source::Api, chrono::Utc::now())
+        .await
+        .unwrap();
+    exec(&db, "UPDATE push_events SET ref_type = NULL").await;
+
+    let endpoint = aws_support::endpoint();
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("RAW_PAYLOAD_BUCKET", bucket.as_str()),
+    ];
+
+    // Without a bucket the object check is skipped, and says so.
+    let (code, out, err) = run(&db, &["check", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let objects = check_json(&report, "raw_object_missing");
+    assert_eq!(objects["skipped"], true);
+    assert!(
+        objects["note"]
+            .as_str()
+            .unwrap()
+            .contains("2 keys not checked"),
+        "{objects}"
+    );
+
+    let (code, out, err) = run_env(&db, &["check", "--json"], &env).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let objects = check_json(&report, "raw_object_missing");
+    assert_eq!(objects["count"], 1, "{objects}");
+    assert_eq!(objects["examples"], serde_json::json!([lost]));
+    assert_eq!(objects["by_reason"]["not found"]["count"], 1, "{objects}");
+
+    let (code, out, err) = run_env(&db, &["reparse", "--json"], &env).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let s = summary_json(&out);
+    assert_eq!(s["events"], 3);
+    assert_eq!(s["push_rows"], 2);
+    assert_eq!(
+        s["unreadable"]["object unreadable"]["examples"],
+        serde_json::json!([23])
+    );
+    let got: Vec<(i64, Option<String>)> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT push_id, ref_type FROM push_events ORDER BY push_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (201, Some("tag".into())),
+            (202, Some("branch".into())),
+            (203, None)
+        ]
+    );
 }

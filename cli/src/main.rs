@@ -9,6 +9,7 @@ use ghevents::clock::{Clock, SystemClock};
 use ghevents::config::{Config, LogFormat};
 use ghevents::import::{import_file, ImportSummary, Progress};
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
+use ghevents::raw::ObjectReader;
 use ghevents::store;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -416,9 +417,20 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The raw object store (S3) when `RAW_PAYLOAD_BUCKET` names one, for reading payloads back.
+async fn object_reader(config: &Config) -> Option<ghevents::aws::s3::S3Objects> {
+    let bucket = config.raw_payload_bucket.clone()?;
+    let sdk = ghevents::aws::sdk_config().await;
+    Some(ghevents::aws::s3::S3Objects {
+        client: ghevents::aws::s3_client(&sdk),
+        bucket,
+    })
+}
+
 async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> Result<ExitCode> {
-    // This binary reads raw payloads inline only: the object-store check notes it is skipped.
-    let report = ghevents::check::run_checks(&app.pool, None, opts, app.clock.now()).await?;
+    let objects = object_reader(&app.config).await;
+    let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
+    let report = ghevents::check::run_checks(&app.pool, reader, opts, app.clock.now()).await?;
     if json {
         let v = serde_json::json!({
             "healthy": report.is_healthy(),
@@ -493,10 +505,11 @@ async fn reparse(
             }
         })
     });
-    // Payloads stored out of line need an object store client, which this binary does not
-    // build: such events are counted as unreadable and left as they are.
+    // Without a bucket, events stored out of line are counted as unreadable and left as they are.
+    let objects = object_reader(&app.config).await;
+    let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
     let result =
-        ghevents::reparse::reparse(&app.pool, None, opts, &progress, app.clock.as_ref()).await;
+        ghevents::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
     if let Some(t) = ticker {
         t.abort();
     }

@@ -203,7 +203,7 @@ pub async fn run_checks(
         (None, false) => {
             k.skipped = true;
             k.note = Some(format!(
-                "skipped: events refer to raw objects, but no object store client is configured ({} keys not checked)",
+                "skipped: events refer to raw objects, but no object store is configured (RAW_PAYLOAD_BUCKET); {} keys not checked",
                 keys.len()
             ));
         }
