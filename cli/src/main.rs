@@ -487,9 +487,15 @@ async fn reparse(
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "reparse [{bar:30}] {pos}/{len} events, {per_sec}, ETA {eta}",
+                "reparse [{bar:30}] {pos}/{len} events, {rate} events/s, ETA {eta}",
             )
             .expect("valid template")
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", s.per_sec());
+                },
+            )
             .progress_chars("=> "),
         );
         Some(bar)
