@@ -6,6 +6,7 @@ pub mod app;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod budget;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod deadline;
@@ -16,5 +17,6 @@ pub mod import;
 pub mod ingest;
 pub mod outbox;
 pub mod raw;
+pub mod reparse;
 pub mod sanitize;
 pub mod store;
