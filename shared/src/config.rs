@@ -1,6 +1,6 @@
 //! Configuration, read once at start from the environment. A bad value names its variable.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,8 @@ pub enum RawPayloadStore {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: Option<String>,
+    /// Holds the password: a secret, so `Debug` never prints it.
+    pub database_url: Option<SecretString>,
     pub github_api_url: String,
     pub github_token: Option<SecretString>,
     pub log_format: LogFormat,
@@ -85,7 +86,7 @@ impl Config {
             ));
         }
         Ok(Self {
-            database_url: get("DATABASE_URL"),
+            database_url: get("DATABASE_URL").map(SecretString::from),
             github_api_url,
             github_token: get("GITHUB_TOKEN").map(SecretString::from),
             log_format,
@@ -109,7 +110,8 @@ impl Config {
 
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {
         self.database_url
-            .as_deref()
+            .as_ref()
+            .map(|u| u.expose_secret())
             .ok_or(ConfigError::Missing("DATABASE_URL"))
     }
 
@@ -162,7 +164,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -184,6 +185,22 @@ mod tests {
             c.require_database_url(),
             Err(ConfigError::Missing("DATABASE_URL"))
         ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password_or_the_token() {
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db:5432/app"),
+            ("GITHUB_TOKEN", "ghp_topsecret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("ghp_topsecret"), "{shown}");
+        assert_eq!(
+            c.require_database_url().unwrap(),
+            "postgres://app:hunter2@db:5432/app"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub async fn resolve(
     if config.database_url.is_none() {
         if let Some(arn) = env("DATABASE_SECRET_ARN") {
             let json = secret_string(client, "DATABASE_SECRET_ARN", &arn).await?;
-            config.database_url = Some(database_url(&json, env)?);
+            config.database_url = Some(database_url(&json, env)?.into());
             tracing::info!(secret = %arn, "database credentials read from Secrets Manager");
         }
     }
