@@ -386,6 +386,7 @@ impl Ingestor {
         }
         let result = serde_json::to_value(&summary).unwrap_or_default();
         let polled = summary.requests > 0;
+        crate::failpoints::hit("ingest::before_record_end");
         PollState::record_end(
             &self.pool,
             feed,
@@ -477,6 +478,7 @@ impl Ingestor {
                 label: format!("{cycle_label}-p{page}"),
             })
             .await?;
+        crate::failpoints::hit("ingest::after_s3_put");
         let mut batch = Vec::with_capacity(items.len());
         let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
         for (item, raw) in items.iter().zip(refs) {
@@ -490,6 +492,7 @@ impl Ingestor {
             summary.rejected += n;
         }
         let write = store::write_events(&self.pool, &batch, Source::Api, now).await?;
+        crate::failpoints::hit("ingest::after_commit");
         summary.new_events += write.new_events;
         summary.duplicates += write.duplicates;
         summary.parse_failures += write.parse_failed_new;
@@ -507,6 +510,7 @@ impl Ingestor {
                 // Sent after the commit; ids the queue did not take stay un-enqueued and the
                 // outbox flush of a later invocation sends them (crate::outbox).
                 let sent = q.send(&write.new_push_ids).await;
+                crate::failpoints::hit("ingest::after_sqs_send");
                 if let Some(e) = sent.first_error() {
                     warn!(error = %e, count = sent.failed.len(), error_code = "enqueue_failed", "push ids left in the outbox");
                 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod event;
+pub mod failpoints;
 pub mod github;
 pub mod import;
 pub mod ingest;

@@ -115,6 +115,7 @@ pub async fn flush(
             break;
         }
         let sent = queue.send(&ids).await;
+        crate::failpoints::hit("outbox::after_send");
         report.batches += 1;
         if !sent.sent.is_empty() {
             tx.execute(

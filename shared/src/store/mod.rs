@@ -107,6 +107,7 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .ctx("advisory lock")?;
+    crate::failpoints::hit("migrate::mid");
     let report = embedded::migrations::runner().run_async(client).await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
