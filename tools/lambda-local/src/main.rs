@@ -251,8 +251,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let mut messages = Vec::new();
             for q in &queues {
-                // Taken off the queue: the restore puts them back on the new one.
-                let msgs = receive_all(&sqs, q, 300).await?;
+                // Taken off the queue, in flight ones included (returned or postponed messages
+                // become visible within seconds): the restore puts them back on the new one.
+                let msgs = receive_everything(&sqs, q, Duration::from_secs(60)).await?;
                 messages.push(
                     msgs.iter()
                         .map(|(_, body, _)| body.clone())
@@ -365,6 +366,49 @@ async fn receive_all(
         }
     }
     Ok(out)
+}
+
+/// Every message of the queue, waiting (up to `patience`) for those in flight to come back,
+/// each left invisible for 10 minutes.
+async fn receive_everything(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    patience: Duration,
+) -> Result<Vec<(String, String, String)>> {
+    let started = std::time::Instant::now();
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        for m in receive_all(sqs, url, 600).await? {
+            if seen.insert(m.0.clone()) {
+                out.push(m);
+            }
+        }
+        let a = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await?;
+        let get = |k: QueueAttributeName| -> usize {
+            a.attributes()
+                .and_then(|m| m.get(&k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let visible = get(QueueAttributeName::ApproximateNumberOfMessages);
+        let in_flight = get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        if (visible == 0 && in_flight <= out.len()) || started.elapsed() >= patience {
+            if in_flight > out.len() {
+                eprintln!(
+                    "lambda-local: {} messages still in flight after {patience:?}",
+                    in_flight - out.len()
+                );
+            }
+            return Ok(out);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn app(env: &LambdaEnv, pool_size: usize) -> Result<App> {
