@@ -749,7 +749,7 @@ class Campaign:
                    p.enqueued_at IS NULL, coalesce(p.locked_until > now(), false), EXTRACT(EPOCH FROM e.ingested_at)
                    FROM push_events p JOIN github_events e USING (event_id)""")
             queued = set()
-            if phase == "lambda":
+            if phase == "lambda" and getattr(self, "queue", None):
                 # Messages a handler returned (visibility 8 s) or postponed to the budget's
                 # reset (10 s windows) are visible again after this.
                 time.sleep(12)
@@ -760,7 +760,7 @@ class Campaign:
                 rc, out = self.run.run("lambda-local", ["verify-raw"], self.lambda_env, "verify-raw", timeout=600)
                 v = json.loads(out.strip().splitlines()[-1])
                 res["raw_ok"], res["raw_unreadable"], res["raw_mismatched"] = v["ok"], v["unreadable"], v["mismatched"]
-                changed = [pid for pid, at in self.before_enriched.items()
+                changed = [pid for pid, at in getattr(self, "before_enriched", {}).items()
                            if self.pg.rows(db, f"SELECT enriched_at FROM push_events WHERE push_id = {pid}")[0][0] != at]
                 res["redone"] = changed
             counts = {"completed": 0, "failed": 0, "failed_without_error": 0, "outbox": 0, "queued": 0, "leased": 0,
@@ -892,7 +892,7 @@ class Campaign:
         md.append("| check | result | measured |")
         md.append("|---|---|---|")
         for c in checks:
-            md.append(f"| {c[0]} | {c[1]} | {c[2].replace('|', '/')} |")
+            md.append(f"| {c[0]} | {c[1]} | {' '.join(c[2].split()).replace('|', '/')} |")
         md.append("\n## How\n")
         md.append("- Its own PostgreSQL cluster (initdb on a free port, `pg_ctl restart -m immediate`), its own LocalStack "
                   "(S3, SQS; stopped with SIGTERM and started again), github-sim (manual clock, events released at 3/s, "
@@ -940,14 +940,22 @@ class Campaign:
         stop_snap = self.snapshot_served()
         ok = False
         try:
-            self.phase_cli()
-            log("cli phase done")
+            try:
+                self.phase_cli()
+                log("cli phase done")
+            except Exception as e:  # reported as a failed check; the other phase still runs
+                self.problems.append(f"cli phase stopped: {type(e).__name__}: {e}")
+                log(f"cli phase stopped: {e!r}")
             if not self.args.no_lambda:
                 self.ls = LocalStack(os.environ["LOCALSTACK_VENV_BIN"], free_port(), self.work)
                 self.ls.start()
                 log(f"localstack on {self.ls.port}")
-                self.phase_lambda()
-                log("lambda phase done")
+                try:
+                    self.phase_lambda()
+                    log("lambda phase done")
+                except Exception as e:
+                    self.problems.append(f"lambda phase stopped: {type(e).__name__}: {e}")
+                    log(f"lambda phase stopped: {e!r}")
             self.check()
             stop_snap.set()
             ok = self.report(time.time() - started)
