@@ -557,7 +557,7 @@ class Campaign:
                 break
         # Rows a killed worker leased stay leased for 5 minutes: the next worker may take them
         # then. The campaign does not wait; they count as "leased, will be retried".
-        deadline = time.time() + (90 if self.args.short else 150)
+        deadline = time.time() + (45 if self.args.short else 150)
         while time.time() < deadline:
             rc, out = self.run.run("ghevents", ["enrich", "--once"], env, "settle-enrich", timeout=180)
             due = self.pg.rows(db, "SELECT count(*) FROM push_events WHERE enrichment_status IN ('pending','in_progress') AND (locked_until IS NULL OR locked_until <= now())")
@@ -705,7 +705,7 @@ class Campaign:
         # One more invocation flushes the outbox even when the feed had nothing new.
         self.until_due(db, cap=25)
         self.run.run(L, ["ingest"], env, "settle-ingest-flush")
-        deadline = time.time() + (90 if self.args.short else 150)
+        deadline = time.time() + (45 if self.args.short else 150)
         while time.time() < deadline:
             self.run.run(L, ["enrich", "--idle", "3"], env, "settle-enrich", timeout=300)
             rc, out = self.run.run(L, ["count", "--queue-url", self.queue["queue_url"]], base, "count")
