@@ -908,7 +908,8 @@ class Campaign:
                   "`next_poll_at` and `retry_after_until` to now) after their length is measured.")
         md.append(f"- Logs of every process: `{self.work.relative_to(REPO) if self.work.is_relative_to(REPO) else self.work}/logs/`.")
         text = "\n".join(md) + "\n"
-        out = REPO / "docs" / "reliability.md"
+        out = Path(self.args.doc)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(text)
         return all(c[1] == "ok" for c in checks)
@@ -978,6 +979,7 @@ def main():
     ap.add_argument("--short", action="store_true", help="about a third of the kills (CI)")
     ap.add_argument("--no-lambda", action="store_true", help="skip the lambda phase (no LocalStack)")
     ap.add_argument("--work", default=str(REPO / "target" / "campaign"))
+    ap.add_argument("--doc", default=str(REPO / "docs" / "reliability.md"), help="where the report goes")
     args = ap.parse_args()
     sys.exit(Campaign(args).main())
 

@@ -9,6 +9,7 @@
 #   --seed N      seed of the random moments and shuffles (default 1)
 #   --short       about a third of the kills (CI: a few minutes)
 #   --no-lambda   skip the phase that needs LocalStack
+#   --doc PATH    write the report there instead of docs/reliability.md
 #
 # It starts its own PostgreSQL cluster (initdb, a free port) and its own LocalStack (a free
 # port, the venv of scripts/localstack.sh) and stops both on exit; the services on 5432 and
