@@ -771,3 +771,83 @@ async fn the_body_of_a_page_is_kept_byte_for_byte_in_jsonb_form() {
     let sent: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
     assert_eq!(stored, sent[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_loop_outlives_a_database_it_cannot_reach_and_resumes_when_it_is_back() {
+    let h = harness().await;
+    for ids in [[1, 2, 3], [4, 5, 6]] {
+        h.gh.push(
+            "/events",
+            events_page(&ids, "W/\"a\"", 59, 4102444800, None),
+        );
+    }
+    let admin = {
+        let (c, conn) =
+            tokio_postgres::connect(&ghevents_tests::db::admin_url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Arc::new(c)
+    };
+    let name = h.db.name.clone();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ingestor = h.app.ingestor(None, None, stop);
+    let results: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = results.clone();
+    let loop_result = tokio::time::timeout(
+        Duration::from_secs(60),
+        ingestor.run_loop(move |r| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(r.is_ok());
+            let (admin, name) = (admin.clone(), name.clone());
+            match seen.len() {
+                // After a first good cycle the database goes away (a restart, a failover) ...
+                1 => {
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(async {
+                            admin
+                                .batch_execute(&format!(
+                                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+                                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                                ))
+                                .await
+                                .unwrap();
+                        })
+                    });
+                }
+                // ... and comes back after three failed cycles.
+                4 => {
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(async {
+                            admin
+                                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                                .await
+                                .unwrap();
+                        })
+                    });
+                }
+                n if n >= 6 => stop_tx.send(true).unwrap(),
+                _ => {}
+            }
+        }),
+    )
+    .await
+    .expect("the loop stops when asked");
+
+    assert!(loop_result.is_ok(), "{loop_result:?}");
+    let results = results.lock().unwrap().clone();
+    assert_eq!(
+        &results[..4],
+        &[true, false, false, false],
+        "cycles fail while the database is away, and the loop goes on"
+    );
+    assert!(
+        results[4..].iter().any(|ok| *ok),
+        "a cycle succeeds once it is back: {results:?}"
+    );
+    assert_eq!(
+        h.events().await,
+        6,
+        "the second page is stored after the outage"
+    );
+}

@@ -116,6 +116,7 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let _failpoints = ghevents::failpoints::setup();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,

@@ -9,12 +9,29 @@ use serde::{Deserialize, Serialize};
 /// What goes wrong with one response.
 ///
 /// JSON form (control endpoint): `{"kind":"status","code":502}`,
+/// `{"kind":"bare","code":502}`, `{"kind":"retry_after","code":429,"secs":1000000000}`,
+/// `{"kind":"poll_interval","secs":10000000000000}`, `{"kind":"lone_surrogate"}`,
 /// `{"kind":"truncated"}`, `{"kind":"slow","ms":3000}`, `{"kind":"close"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Answer with this status and a GitHub-like error body.
     Status { code: u16 },
+    /// This status with none of GitHub's headers (no `X-RateLimit-*`, no `Retry-After`), as a
+    /// proxy or load balancer in front of GitHub answers. The request is still charged.
+    Bare { code: u16 },
+    /// This status (default 429) with `Retry-After: secs`, whatever its size.
+    RetryAfter {
+        #[serde(default = "too_many")]
+        code: u16,
+        secs: u64,
+    },
+    /// A normal answer whose `X-Poll-Interval` is `secs`, whatever its size.
+    PollInterval { secs: u64 },
+    /// A normal `/events` answer whose first event gets a string holding a lone surrogate
+    /// escape (`"\ud83d"`, valid JSON text that no UTF-8 string can hold). The event stays
+    /// poisoned: every later page carrying it carries the same string.
+    LoneSurrogate,
     /// The normal status and headers, with the body cut in half.
     Truncated,
     /// Wait this long, then answer normally.
@@ -27,6 +44,10 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Status { code } => write!(f, "status={code}"),
+            Fault::Bare { code } => write!(f, "bare={code}"),
+            Fault::RetryAfter { code, secs } => write!(f, "retry_after={secs}@{code}"),
+            Fault::PollInterval { secs } => write!(f, "poll_interval={secs}"),
+            Fault::LoneSurrogate => f.write_str("lone_surrogate"),
             Fault::Truncated => f.write_str("truncated"),
             Fault::Slow { ms } => write!(f, "slow={ms}"),
             Fault::Close => f.write_str("close"),
@@ -37,7 +58,8 @@ impl fmt::Display for Fault {
 impl FromStr for Fault {
     type Err = String;
 
-    /// `status=502`, `truncated`, `slow=3000`, `close`.
+    /// `status=502`, `bare=502`, `retry_after=SECS` or `retry_after=SECS@CODE`,
+    /// `poll_interval=SECS`, `lone_surrogate`, `truncated`, `slow=3000`, `close`.
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, arg) = match s.split_once('=') {
             Some((n, a)) => (n.trim(), Some(a.trim())),
@@ -48,19 +70,42 @@ impl FromStr for Fault {
                 .parse::<u64>()
                 .map_err(|e| format!("{name}: {e}"))
         };
+        let code = |n: u64| match u16::try_from(n) {
+            Ok(code) if (100..=599).contains(&code) => Ok(code),
+            _ => Err(format!("status {n} out of range")),
+        };
         match name {
-            "status" => {
-                let code = num("CODE")?;
-                match u16::try_from(code) {
-                    Ok(code) if (100..=599).contains(&code) => Ok(Fault::Status { code }),
-                    _ => Err(format!("status {code} out of range")),
-                }
+            "status" => Ok(Fault::Status {
+                code: code(num("CODE")?)?,
+            }),
+            "bare" => Ok(Fault::Bare {
+                code: code(num("CODE")?)?,
+            }),
+            "retry_after" => {
+                let a = arg.ok_or("retry_after needs =SECS or =SECS@CODE")?;
+                let (secs, status) = a.split_once('@').unwrap_or((a, "429"));
+                let secs = secs
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|e| format!("retry_after: {e}"))?;
+                let status = status
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|e| format!("retry_after: {e}"))?;
+                Ok(Fault::RetryAfter {
+                    code: code(status)?,
+                    secs,
+                })
             }
+            "poll_interval" => Ok(Fault::PollInterval {
+                secs: num("SECS")?,
+            }),
+            "lone_surrogate" => Ok(Fault::LoneSurrogate),
             "truncated" => Ok(Fault::Truncated),
             "slow" => Ok(Fault::Slow { ms: num("MS")? }),
             "close" => Ok(Fault::Close),
             other => Err(format!(
-                "unknown fault {other:?} (status=N, truncated, slow=MS, close)"
+                "unknown fault {other:?} (status=N, bare=N, retry_after=SECS[@N], poll_interval=SECS, lone_surrogate, truncated, slow=MS, close)"
             )),
         }
     }
@@ -85,6 +130,10 @@ fn root() -> String {
 
 fn one() -> u32 {
     1
+}
+
+fn too_many() -> u16 {
+    429
 }
 
 impl FaultRule {
@@ -211,6 +260,37 @@ mod tests {
         assert!("/x:1:status=99".parse::<FaultRule>().is_err());
         let json = serde_json::to_string(&Fault::Slow { ms: 5 }).expect("serializes");
         assert_eq!(json, r#"{"kind":"slow","ms":5}"#);
+        assert_eq!("bare=502".parse(), Ok(Fault::Bare { code: 502 }));
+        assert_eq!(
+            "retry_after=10000000000000".parse(),
+            Ok(Fault::RetryAfter {
+                code: 429,
+                secs: 10_000_000_000_000
+            })
+        );
+        assert_eq!(
+            "retry_after=5@503".parse(),
+            Ok(Fault::RetryAfter { code: 503, secs: 5 })
+        );
+        assert_eq!(
+            "poll_interval=1000000000".parse(),
+            Ok(Fault::PollInterval {
+                secs: 1_000_000_000
+            })
+        );
+        assert_eq!("lone_surrogate".parse(), Ok(Fault::LoneSurrogate));
+        assert!("bare=99".parse::<Fault>().is_err());
+        let back: Fault =
+            serde_json::from_str(r#"{"kind":"retry_after","secs":7}"#).expect("default code");
+        assert_eq!(back, Fault::RetryAfter { code: 429, secs: 7 });
+        for f in [
+            Fault::Bare { code: 429 },
+            Fault::RetryAfter { code: 403, secs: 1 },
+            Fault::PollInterval { secs: 2 },
+            Fault::LoneSurrogate,
+        ] {
+            assert_eq!(f.to_string().parse(), Ok(f));
+        }
     }
 
     #[test]

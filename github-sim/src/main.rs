@@ -65,8 +65,9 @@ struct Args {
     /// The Nth request to /events (all clients) trips a secondary limit; repeatable.
     #[arg(long = "secondary-at")]
     secondary_at: Vec<u64>,
-    /// Fault armed at start, PREFIX:COUNT:FAULT with FAULT one of status=N,
-    /// truncated, slow=MS, close (e.g. /events:2:status=502); repeatable.
+    /// Fault armed at start, PREFIX:COUNT:FAULT with FAULT one of status=N, bare=N,
+    /// retry_after=SECS[@N], poll_interval=SECS, lone_surrogate, truncated, slow=MS, close
+    /// (e.g. /events:2:status=502); repeatable.
     #[arg(long = "fault")]
     faults: Vec<FaultRule>,
     /// Login answered with 404; repeatable.

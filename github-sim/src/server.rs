@@ -1,6 +1,7 @@
 //! HTTP side: the GitHub-like API, the `/_sim` control endpoints, and an accept
 //! loop that lets a handler drop its connection without answering.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -37,6 +38,8 @@ const DOCS_RATE: &str =
     "https://docs.github.com/rest/overview/resources-in-the-rest-api#rate-limiting";
 const DOCS_SECONDARY: &str =
     "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits";
+/// What a poisoned event starts with: a field whose string is a lone high surrogate.
+const LONE_SURROGATE_FIELD: &[u8] = br#"{"sim_note":"\ud83d","#;
 const EXPOSE_HEADERS: &str = "ETag, Link, Location, Retry-After, X-GitHub-OTP, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Used, X-RateLimit-Resource, X-RateLimit-Reset, X-OAuth-Scopes, X-Accepted-OAuth-Scopes, X-Poll-Interval, X-GitHub-Media-Type, X-GitHub-SSO, X-GitHub-Request-Id, Deprecation, Sunset";
 
 /// Everything the handlers share.
@@ -48,6 +51,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<FaultBook>,
     pub stats: Mutex<StatsBook>,
     pub dir: RwLock<Directory>,
+    /// Events served with a lone surrogate from now on (`Fault::LoneSurrogate`).
+    pub poisoned: Mutex<HashSet<Arc<str>>>,
     pub bound: SocketAddr,
     request_seq: AtomicU64,
 }
@@ -74,6 +79,7 @@ impl Shared {
             faults: Mutex::new(faults),
             stats: Mutex::new(StatsBook::default()),
             dir: RwLock::new(dir),
+            poisoned: Mutex::new(HashSet::new()),
             bound,
             request_seq: AtomicU64::new(1),
         }
@@ -91,6 +97,10 @@ impl Shared {
             out.released_ids = t.released_ids();
         }
         lock(&self.stats).fill(&mut out);
+        let mut poisoned: Vec<String> =
+            lock(&self.poisoned).iter().map(|s| s.to_string()).collect();
+        poisoned.sort();
+        out.poisoned_ids = poisoned;
         out
     }
 
@@ -388,6 +398,8 @@ struct Answer {
     etag: Option<String>,
     /// Ids of the events in the body (for ground truth).
     served: Vec<Arc<str>>,
+    /// None of GitHub's headers (a proxy's answer): no `X-RateLimit-*`, no `Retry-After`.
+    bare: bool,
 }
 
 impl Answer {
@@ -413,6 +425,7 @@ impl Answer {
             headers: Vec::new(),
             etag: None,
             served: Vec::new(),
+            bare: false,
         }
     }
 
@@ -531,7 +544,8 @@ fn events_page(sh: &Shared, query: Option<&str>, headers: &HeaderMap) -> Answer 
         (evs, visible, t.last_change())
     };
 
-    let len = events.iter().map(|e| e.raw.len() + 1).sum::<usize>() + 2;
+    let poisoned = lock(&sh.poisoned);
+    let len = events.iter().map(|e| e.raw.len() + 1).sum::<usize>() + 2 + 32 * poisoned.len();
     let mut body = BytesMut::with_capacity(len);
     body.extend_from_slice(b"[");
     let mut hasher = Sha256::new();
@@ -540,9 +554,15 @@ fn events_page(sh: &Shared, query: Option<&str>, headers: &HeaderMap) -> Answer 
             body.extend_from_slice(b",");
             hasher.update(b",");
         }
-        body.extend_from_slice(&e.raw);
+        if poisoned.contains(&e.id) && e.raw.first() == Some(&b'{') {
+            body.extend_from_slice(LONE_SURROGATE_FIELD);
+            body.extend_from_slice(&e.raw[1..]);
+        } else {
+            body.extend_from_slice(&e.raw);
+        }
         hasher.update(e.id.as_bytes());
     }
+    drop(poisoned);
     body.extend_from_slice(b"]");
     let etag = format!("W/\"{}\"", &hex(&hasher.finalize())[..32]);
 
@@ -586,6 +606,7 @@ fn events_page(sh: &Shared, query: Option<&str>, headers: &HeaderMap) -> Answer 
         headers: headers_out,
         etag: Some(etag),
         served: events.iter().map(|e| Arc::clone(&e.id)).collect(),
+        bare: false,
     }
 }
 
@@ -597,6 +618,7 @@ fn resource_answer(res: Option<crate::synth::Resource>) -> Answer {
             headers: vec![(header::LAST_MODIFIED, http_date(r.last_modified))],
             etag: Some(r.etag),
             served: Vec::new(),
+            bare: false,
         },
         None => Answer::not_found(),
     }
@@ -607,6 +629,7 @@ fn fault_answer(status: StatusCode) -> Answer {
     let message = match code {
         500 | 502 => "Server Error".to_string(),
         503 => "Service Unavailable".to_string(),
+        401 => "Bad credentials".to_string(),
         504 => "We couldn't respond to your request in time. Sorry about that. Please try resubmitting your request and contact us if the problem persists.".to_string(),
         other => StatusCode::from_u16(other)
             .ok()
@@ -655,6 +678,9 @@ impl Ctx<'_> {
         }
         for (name, value) in answer.headers.iter().chain(extra) {
             put(name.clone(), value);
+        }
+        if answer.bare {
+            return resp;
         }
         put(
             HeaderName::from_static("x-github-media-type"),
@@ -813,8 +839,42 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     // Faults.
     let fault = lock(&sh.faults).take(&path);
     let mut truncate = false;
+    let mut extra: Vec<(HeaderName, String)> = Vec::new();
+    let mut poison = false;
     match fault {
         None => {}
+        Some(Fault::Bare { code }) => {
+            let status = status_or(code, StatusCode::BAD_GATEWAY);
+            ctx.record(kind, status.as_u16());
+            tracing::debug!(client = %key, path = %path, status = code, "fault: bare status");
+            let mut answer = fault_answer(status);
+            answer.bare = true;
+            return ctx.finish(answer, ctx.rate(), &[]);
+        }
+        Some(Fault::RetryAfter { code, secs }) => {
+            let status = status_or(code, StatusCode::TOO_MANY_REQUESTS);
+            ctx.record(kind, status.as_u16());
+            tracing::debug!(client = %key, path = %path, status = code, secs, "fault: retry-after");
+            let answer = Answer::fields(
+                status,
+                &[
+                    (
+                        "message",
+                        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                    ),
+                    ("documentation_url", DOCS_SECONDARY),
+                ],
+            );
+            return ctx.finish(
+                answer,
+                ctx.rate(),
+                &[(header::RETRY_AFTER, secs.to_string())],
+            );
+        }
+        Some(Fault::PollInterval { secs }) => {
+            extra.push((HeaderName::from_static("x-poll-interval"), secs.to_string()));
+        }
+        Some(Fault::LoneSurrogate) => poison = true,
         Some(Fault::Status { code }) => {
             let status = status_or(code, StatusCode::INTERNAL_SERVER_ERROR);
             ctx.record(kind, status.as_u16());
@@ -839,6 +899,16 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     let mut answer = match &route {
+        Route::Events if poison => {
+            let first = events_page(&sh, parts.uri.query(), &parts.headers);
+            if let Some(id) = first.served.first() {
+                tracing::debug!(client = %key, event_id = %id, "fault: lone surrogate");
+                lock(&sh.poisoned).insert(Arc::clone(id));
+                events_page(&sh, parts.uri.query(), &parts.headers)
+            } else {
+                first
+            }
+        }
         Route::Events => events_page(&sh, parts.uri.query(), &parts.headers),
         Route::User(login) => {
             lock(&sh.stats).user_requested(login);
@@ -893,7 +963,7 @@ async fn api(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
     tracing::debug!(client = %key, path = %path, status = answer.status.as_u16(), truncated = truncate, "answered");
-    ctx.finish(answer, ctx.rate(), &[])
+    ctx.finish(answer, ctx.rate(), &extra)
 }
 
 #[cfg(test)]

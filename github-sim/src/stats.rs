@@ -82,6 +82,9 @@ pub struct Stats {
     pub users: BTreeMap<String, u64>,
     /// `/repos/{owner}/{repo}` requests per `owner/repo` as requested.
     pub repos: BTreeMap<String, u64>,
+    /// Ids of events served with a lone surrogate (`Fault::LoneSurrogate`), sorted.
+    #[serde(default)]
+    pub poisoned_ids: Vec<String>,
 }
 
 impl Stats {

@@ -162,6 +162,7 @@ impl Enricher {
     ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         let now = self.clock.now();
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
+        crate::failpoints::hit("enrich::inside_lease");
         let mut out = Vec::with_capacity(ids.len());
         let mut items = Vec::new();
         let mut early = Vec::new();
@@ -208,6 +209,7 @@ impl Enricher {
             if items.is_empty() {
                 break;
             }
+            crate::failpoints::hit("enrich::inside_lease");
             s.batches += 1;
             for (_, outcome) in self.process(items, Deadline::NONE).await? {
                 match outcome {
@@ -413,6 +415,7 @@ impl Enricher {
                 (Entity::Ok, Entity::Ok) => done.push(i.push_id),
             }
         }
+        crate::failpoints::hit("enrich::before_complete");
         let finished: Vec<i64> = done.iter().chain(&gone).copied().collect();
         if !finished.is_empty() {
             work::complete(&self.pool, &finished, now).await?;
@@ -448,6 +451,7 @@ impl Enricher {
             // The lease outlives a request with all its retries.
             let until = now + chrono::Duration::minutes(5);
             if cache::take_fetch_lease(&self.pool, kind, name, now, until).await? {
+                crate::failpoints::hit("enrich::inside_fetch_lease");
                 let result = self.fetch_leased(kind, name, ids, answered, deadline).await;
                 cache::release_fetch_lease(&self.pool, kind, name).await?;
                 return result;

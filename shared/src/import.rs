@@ -350,6 +350,7 @@ async fn write_batch(
     now: DateTime<Utc>,
 ) -> Result<store::PageWrite, StoreError> {
     let mut attempt = 1;
+    crate::failpoints::hit("import::mid_batch");
     loop {
         match store::write_events(pool, events, Source::Archive, now).await {
             Err(e) if e.is_retryable() && attempt < BATCH_ATTEMPTS => {

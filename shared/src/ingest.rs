@@ -431,6 +431,7 @@ impl Ingestor {
         }
         let result = serde_json::to_value(&summary).unwrap_or_default();
         let polled = summary.requests > 0;
+        crate::failpoints::hit("ingest::before_record_end");
         PollState::record_end(
             &self.pool,
             feed,
@@ -479,6 +480,7 @@ impl Ingestor {
         mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>),
     ) -> Result<(), StoreError> {
         let mut stop = self.stop.clone();
+        let mut failures: u32 = 0;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -487,8 +489,24 @@ impl Ingestor {
             on_cycle(&result);
             let now = self.clock.now();
             let wake = match &result {
-                Ok(s) => s.next_poll_at.or(s.resume_at),
-                Err(_) => PollState::load(&self.pool, EVENTS_FEED).await?.next_poll_at,
+                Ok(s) => {
+                    failures = 0;
+                    s.next_poll_at.or(s.resume_at)
+                }
+                Err(_) => {
+                    // A failed cycle never ends the loop: the database or the network may be
+                    // back in a moment (a restart, a failover, a blip). The stored state says
+                    // when to poll; when even it cannot be read, back off.
+                    failures = failures.saturating_add(1);
+                    let backoff = now + chrono::Duration::seconds(failure_backoff_secs(failures));
+                    match PollState::load(&self.pool, EVENTS_FEED).await {
+                        Ok(state) => Some(state.next_poll_at.map_or(backoff, |t| t.max(now))),
+                        Err(e) => {
+                            warn!(error = %e, error_code = "poll_state_unreadable", retry_at = %backoff, "cannot read the poll state; trying again later");
+                            Some(backoff)
+                        }
+                    }
+                }
             }
             .unwrap_or(
                 now + chrono::Duration::from_std(self.options.default_poll_interval)
@@ -522,6 +540,7 @@ impl Ingestor {
                 label: format!("{cycle_label}-p{page}"),
             })
             .await?;
+        crate::failpoints::hit("ingest::after_s3_put");
         let mut batch = Vec::with_capacity(items.len());
         let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
         for (item, raw) in items.iter().zip(refs) {
@@ -535,6 +554,7 @@ impl Ingestor {
             summary.rejected += n;
         }
         let write = store::write_events(&self.pool, &batch, Source::Api, now).await?;
+        crate::failpoints::hit("ingest::after_commit");
         summary.new_events += write.new_events;
         summary.duplicates += write.duplicates;
         summary.parse_failures += write.parse_failed_new;
@@ -552,6 +572,7 @@ impl Ingestor {
                 // Sent after the commit; ids the queue did not take stay un-enqueued and the
                 // outbox flush of a later invocation sends them (crate::outbox).
                 let sent = q.send(&write.new_push_ids).await;
+                crate::failpoints::hit("ingest::after_sqs_send");
                 if let Some(e) = sent.first_error() {
                     warn!(error = %e, count = sent.failed.len(), error_code = "enqueue_failed", "push ids left in the outbox");
                 }
@@ -596,4 +617,10 @@ pub fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Failed => "failed",
         Outcome::DeadlineReached => "deadline_reached",
     }
+}
+
+/// Seconds to wait after the n-th failed cycle in a row when the stored state cannot say:
+/// 5 s, doubling, at most 5 minutes.
+fn failure_backoff_secs(failures: u32) -> i64 {
+    (5i64 << failures.clamp(1, 7).saturating_sub(1)).min(300)
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod deadline;
 pub mod enrich;
 pub mod event;
+pub mod failpoints;
 pub mod github;
 pub mod import;
 pub mod ingest;

@@ -174,6 +174,7 @@ pub async fn flush(
             break;
         }
         let sent = queue.send_delayed(&items).await;
+        crate::failpoints::hit("outbox::after_send");
         report.batches += 1;
         if !sent.sent.is_empty() {
             tx.execute(

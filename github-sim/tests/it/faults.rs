@@ -152,3 +152,130 @@ async fn close_drops_the_connection_unanswered() {
     assert_eq!(me.count(PathKind::Events, 200), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn bare_status_carries_none_of_githubs_headers_but_is_charged() {
+    let mut cfg = manual(FILE, 100);
+    cfg.limit_anonymous = 5;
+    let sim = start(cfg).await;
+    let url = format!("{}/events", sim.url());
+    // The JSON form, as the campaign arms it.
+    let ctl = client()
+        .post(format!("{}/_sim/faults", sim.url()))
+        .body(r#"{"path_prefix":"/events","count":1,"fault":{"kind":"bare","code":429}}"#)
+        .send()
+        .await
+        .expect("control answered");
+    assert_eq!(ctl.status(), 200);
+    sim.inject(FaultRule::new("/events", 1, Fault::Bare { code: 503 }));
+    for code in [429, 503] {
+        let resp = get(&url).await;
+        assert_eq!(resp.status(), code);
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "x-ratelimit-used",
+            "retry-after",
+            "x-github-request-id",
+        ] {
+            assert!(!resp.headers().contains_key(h), "{code} carries {h}");
+        }
+    }
+    let ok = get(&url).await;
+    assert_eq!(ok.status(), 200);
+    // Both bare answers were charged: 3 of 5 used.
+    assert_eq!(header_num(&ok, "x-ratelimit-remaining"), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn absurd_retry_after_and_poll_interval_are_sent_verbatim() {
+    let sim = start(manual(FILE, 100)).await;
+    let url = format!("{}/events", sim.url());
+    sim.inject(FaultRule::new(
+        "/events",
+        1,
+        "retry_after=10000000000000".parse().expect("valid"),
+    ));
+    sim.inject(FaultRule::new(
+        "/users/",
+        1,
+        Fault::RetryAfter {
+            code: 403,
+            secs: 1_000_000_000,
+        },
+    ));
+    sim.inject(FaultRule::new(
+        "/events",
+        1,
+        Fault::PollInterval {
+            secs: 1_000_000_000,
+        },
+    ));
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "retry-after"), "10000000000000");
+    assert!(resp.headers().contains_key("x-ratelimit-remaining"));
+    let resp = get(&format!("{}/users/someone", sim.url())).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(header(&resp, "retry-after"), "1000000000");
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-poll-interval"), "1000000000");
+    assert_eq!(ids(&resp.bytes().await.expect("body")).len(), 30);
+    // Not a real secondary limit: nothing is blocked and nothing counts as a violation.
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-poll-interval"), "60");
+    assert_eq!(sim.stats().violations(), 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_poisons_one_event_for_good() {
+    let sim = start(manual(FILE, 100)).await;
+    let url = format!("{}/events?per_page=5", sim.url());
+    let clean = get(&url).await.bytes().await.expect("body");
+    sim.inject(FaultRule::new("/events", 1, Fault::LoneSurrogate));
+    for _ in 0..2 {
+        let resp = get(&url).await;
+        assert_eq!(resp.status(), 200);
+        let body = resp.bytes().await.expect("body");
+        assert_eq!(
+            body.windows(6).filter(|w| w == br"\ud83d").count(),
+            1,
+            "exactly one lone surrogate, on every later page too"
+        );
+        // Valid JSON text, which serde_json refuses to turn into a string.
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(&body).expect("still a JSON array");
+        assert_eq!(items.len(), 5);
+        assert!(serde_json::from_str::<serde_json::Value>(items[0].get()).is_err());
+        assert!(items[0].get().starts_with(r#"{"sim_note":"\ud83d","#));
+        assert_eq!(items[1].get().as_bytes(), {
+            let v: Vec<&serde_json::value::RawValue> =
+                serde_json::from_slice(&clean).expect("array");
+            v[1].get().as_bytes().to_vec()
+        });
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.poisoned_ids, vec![ids(&clean)[0].clone()]);
+    // Served ids count the poisoned event like any other.
+    assert_eq!(stats.served_ids[&ids(&clean)[0]], 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthorized_on_users_and_repos_says_bad_credentials() {
+    let sim = start(manual(FILE, 100)).await;
+    sim.inject(FaultRule::new("/users/", 1, Fault::Status { code: 401 }));
+    sim.inject(FaultRule::new("/repos/", 1, Fault::Status { code: 401 }));
+    for path in ["/users/a", "/repos/a/b"] {
+        let resp = get(&format!("{}{path}", sim.url())).await;
+        assert_eq!(resp.status(), 401);
+        let body: serde_json::Value = resp.json().await.expect("JSON");
+        assert_eq!(body["message"], "Bad credentials");
+    }
+    sim.shutdown().await;
+}

@@ -113,6 +113,7 @@ pub async fn write_events(
     let mut client = pool.get().await?;
     let tx = client.transaction().await.ctx("begin")?;
     let out = write_events_tx(&tx, batch, source, now).await?;
+    crate::failpoints::hit("store::before_commit");
     tx.commit().await.ctx("commit page")?;
     Ok(out)
 }

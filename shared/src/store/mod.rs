@@ -303,6 +303,7 @@ async fn migrate_locked(
         ))
         .await
         .ctx("migration timeouts")?;
+    crate::failpoints::hit("migrate::mid");
     let report = embedded::migrations::runner().run_async(client).await?;
     for index in ONLINE_INDEXES {
         create_index_concurrently(client, index).await?;
