@@ -14,6 +14,7 @@ pub mod github;
 pub mod import;
 pub mod ingest;
 pub mod outbox;
+pub mod plan;
 pub mod raw;
 pub mod sanitize;
 pub mod store;
