@@ -88,6 +88,24 @@ impl Harness {
     fn later(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }
+    /// Moves the clock to the next poll the last cycle planned (its poll interval, or later
+    /// when the budget's pacing says so).
+    async fn until_next_poll(&self) {
+        let due: DateTime<Utc> = self
+            .db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT next_poll_at FROM poll_state WHERE feed = 'events'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.clock.set(due.max(self.clock.now()));
+    }
 }
 
 #[tokio::test]
@@ -426,7 +444,7 @@ async fn a_502_then_200_stores_each_event_once() {
     );
 
     // The same page again (an ETag GitHub did not honour): stored once all the same.
-    h.later(61);
+    h.until_next_poll().await;
     h.gh.push(
         "/events",
         events_page(
@@ -527,7 +545,7 @@ async fn a_failure_between_pages_is_completed_by_the_rerun_without_duplicates() 
 
     // Rerun on an unchanged feed: page 1 is all duplicates, yet the walk goes on, because
     // the previous cycle did not complete.
-    h.later(61);
+    h.until_next_poll().await;
     h.gh.push(
         "/events",
         events_page(&ids[..100], "W/\"p1\"", 50, 4102444800, Some(2)),
@@ -552,7 +570,7 @@ async fn a_failure_between_pages_is_completed_by_the_rerun_without_duplicates() 
     );
 
     // The cycle completed: the next one is conditional again.
-    h.later(61);
+    h.until_next_poll().await;
     h.gh.push("/events", Reply::new(304).header("x-poll-interval", "60"));
     let s = h.ingestor.run_cycle().await.unwrap();
     assert_eq!(s.outcome, Outcome::NotModified);

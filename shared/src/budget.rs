@@ -221,12 +221,12 @@ impl State {
             ..r.clone()
         };
         let used = r.used.unwrap_or(r.limit.saturating_sub(r.remaining));
-        // No answer of this window applied yet: our reset time is only a guess, which any
-        // answer of this window corrects (an answer of the window before does not).
+        // No answer of this window applied yet: our reset time is only a guess, which the
+        // first answer corrects.
         let provisional = self.github_used.is_none();
         let newer = match self.reset_at {
             None => true,
-            Some(_) if provisional => self.window_started_at.is_none_or(|s| r.reset > s),
+            Some(_) if provisional => true,
             Some(reset) if r.reset > reset => true,
             Some(reset) if r.reset == reset => self.github_used.is_none_or(|u| used >= u),
             Some(_) => false,

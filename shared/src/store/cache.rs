@@ -84,7 +84,16 @@ pub async fn put_ok(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     // jsonb and text columns refuse NUL: an answer holding one is cached with U+FFFD instead.
-    let raw: &Value = &crate::sanitize::json_value(raw);
+    let clean = crate::sanitize::json_value(raw);
+    if matches!(clean, std::borrow::Cow::Owned(_)) {
+        tracing::warn!(
+            kind = kind.as_str(),
+            id,
+            error_code = "answer_sanitized",
+            "NUL in the answer cached as U+FFFD"
+        );
+    }
+    let raw: &Value = &clean;
     let name = &*crate::sanitize::text(name);
     let c = pool.get().await?;
     match kind {
