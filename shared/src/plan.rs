@@ -80,6 +80,9 @@ pub struct PlanInput {
     pub window: Duration,
     /// The previous cycle started and did not complete.
     pub last_cycle_incomplete: bool,
+    /// Pages the cycle that just ended read (a 304 is free). Until the rate is known, the
+    /// next poll waits as many shares of the budget, as before the planner.
+    pub pages_spent: u32,
     pub per_page: u32,
     /// The feed's cap in pages (3 × 100 = 300 events).
     pub max_pages: u32,
@@ -184,10 +187,9 @@ pub fn plan(input: &PlanInput) -> Plan {
     let rate = match input.rate {
         Some(r) if !input.last_cycle_incomplete && r.per_sec.is_finite() => r,
         _ => {
-            // A cycle may take every page: it waits as many shares of the budget.
             let incomplete = input.last_cycle_incomplete;
             return Plan {
-                next_poll_at: at(budget_gap(max_pages)),
+                next_poll_at: at(budget_gap(input.pages_spent)),
                 pages: if incomplete { max_pages } else { 1 },
                 max_pages,
                 binds: if incomplete {
@@ -287,6 +289,7 @@ mod tests {
             reset_at: Some(secs(60.0)),
             window: Duration::from_secs(3600),
             last_cycle_incomplete: false,
+            pages_spent: 1,
             per_page: 100,
             max_pages: 3,
             fill: 95,
@@ -415,8 +418,11 @@ mod tests {
                 binds: Binds::Feed,
             },
             Case {
-                name: "unknown rate: the older rules, three shares of the budget",
-                input: anonymous(None),
+                name: "unknown rate: the older rules, a share of the budget per page read",
+                input: PlanInput {
+                    pages_spent: 3,
+                    ..anonymous(None)
+                },
                 next_in_secs: 3.0,
                 pages: 1,
                 max_pages: 3,
@@ -434,6 +440,7 @@ mod tests {
                 name: "incomplete last cycle: every page, whatever the rate says",
                 input: PlanInput {
                     last_cycle_incomplete: true,
+                    pages_spent: 3,
                     ..anonymous(rate(120.0))
                 },
                 next_in_secs: 3.0,

@@ -12,7 +12,7 @@ pub mod work;
 pub use budget::PgBudget;
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
 pub use lock::AdvisoryLock;
-pub use poll::PollState;
+pub use poll::{CycleEnd, PollState};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
