@@ -59,7 +59,7 @@ impl Default for IngestOptions {
             default_poll_interval: Duration::from_secs(60),
             pace_to_budget: true,
             rate_window: Duration::from_secs(3600),
-            fill: 95,
+            fill: 90,
             max_poll_gap: Duration::from_secs(300),
         }
     }
@@ -228,12 +228,11 @@ impl Ingestor {
         }
         let plan = self
             .plan(
-                feed,
-                now,
                 state.feed_rate,
                 state.poll_interval_secs,
                 incomplete,
                 0,
+                true,
             )
             .await;
         let walk = self.walk(feed, &state, &plan, incomplete).await?;
@@ -243,20 +242,33 @@ impl Ingestor {
     /// The plan from the feed's measured rate, the budget left and `X-Poll-Interval`.
     async fn plan(
         &self,
-        feed: &str,
-        now: DateTime<Utc>,
         rate: Option<FeedRate>,
         poll_interval_secs: Option<i32>,
         incomplete: bool,
         pages_spent: u32,
+        fresh_window_is_long: bool,
     ) -> Plan {
+        let now = self.clock.now();
         let (budget_left, reset_at) = if self.options.pace_to_budget {
             match self.budget.snapshot(now).await {
-                Ok(b) => (b.available(Purpose::Ingest, 0, now), b.reset_at),
+                Ok(b) => {
+                    let reset = b.reset_at.filter(|r| *r > now);
+                    // A window no answer has described yet: until page 1's headers say when
+                    // it resets, its pages are planned as if it lasted the longest window.
+                    let reset = match reset {
+                        None if fresh_window_is_long => {
+                            chrono::Duration::from_std(self.options.rate_window)
+                                .ok()
+                                .and_then(|w| now.checked_add_signed(w))
+                        }
+                        r => r,
+                    };
+                    (b.available(Purpose::Ingest, 0, now), reset)
+                }
                 Err(e) => {
                     // Without the budget the plan cannot pace on it; the budget itself still
                     // refuses what it does not have.
-                    warn!(feed, error = %e, "budget unreadable: planning as if it were ample");
+                    warn!(error = %e, "budget unreadable: planning as if it were ample");
                     (i32::MAX, None)
                 }
             }
@@ -448,12 +460,11 @@ impl Ingestor {
         let incomplete = !completed && (page1_at.is_some() || state.previous_cycle_incomplete());
         let next = self
             .plan(
-                feed,
-                now,
                 rate,
                 interval_secs.or(state.poll_interval_secs),
                 incomplete,
                 summary.pages,
+                false,
             )
             .await;
         let mut next_poll = next.next_poll_at;
