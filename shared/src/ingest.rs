@@ -249,7 +249,7 @@ impl Ingestor {
         fresh_window_is_long: bool,
     ) -> Plan {
         let now = self.clock.now();
-        let (budget_left, reset_at) = if self.options.pace_to_budget {
+        let (budget_left, reset_at, limit) = if self.options.pace_to_budget {
             match self.budget.snapshot(now).await {
                 Ok(b) => {
                     let reset = b.reset_at.filter(|r| *r > now);
@@ -263,17 +263,28 @@ impl Ingestor {
                         }
                         r => r,
                     };
-                    (b.available(Purpose::Ingest, 0, now), reset)
+                    // A whole window: its limit and its length (the longest one until the
+                    // window's start and end are known).
+                    let len = match (b.reset_at, b.window_started_at) {
+                        (Some(r), Some(s)) if r > s => (r - s).to_std().ok(),
+                        _ => None,
+                    }
+                    .unwrap_or(self.options.rate_window);
+                    (
+                        b.available(Purpose::Ingest, 0, now),
+                        reset,
+                        Some((b.limit, len)),
+                    )
                 }
                 Err(e) => {
                     // Without the budget the plan cannot pace on it; the budget itself still
                     // refuses what it does not have.
                     warn!(error = %e, "budget unreadable: planning as if it were ample");
-                    (i32::MAX, None)
+                    (i32::MAX, None, None)
                 }
             }
         } else {
-            (i32::MAX, None)
+            (i32::MAX, None, None)
         };
         plan::plan(&PlanInput {
             now,
@@ -283,6 +294,7 @@ impl Ingestor {
             }),
             budget_left,
             reset_at,
+            limit,
             window: self.options.rate_window,
             last_cycle_incomplete: incomplete,
             pages_spent,

@@ -75,6 +75,9 @@ pub struct PlanInput {
     pub budget_left: i32,
     /// When the budget's window resets; None or past = a fresh window.
     pub reset_at: Option<DateTime<Utc>>,
+    /// The budget of a whole window and that window's length, when known: a feed that brings
+    /// more than `limit` full pages in `window_len` binds the budget all window long.
+    pub limit: Option<(i32, Duration)>,
     /// The longest window GitHub has (an hour): a reset announced further away is not paced
     /// on, only the last few requests are spread.
     pub window: Duration,
@@ -201,6 +204,31 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     };
     let per_sec = rate.per_sec.max(0.0);
+    // The budget cannot read this feed, window after window: page 1 alone, and only once a
+    // full page has arrived. Requests this leaves (X-Poll-Interval and the cycles' own time
+    // keep some from going out) stay with enrichment rather than buy pages that start with
+    // events page 1 returned.
+    let binds_every_window = input.limit.is_some_and(|(limit, len)| {
+        let len = len.as_secs_f64();
+        // What the feed could use in a window: a request per full page that arrives, no
+        // more than `max_pages` a poll, a poll per interval.
+        let usable =
+            (per_sec * len / per_page).min(len / interval.max(1e-3) * f64::from(max_pages));
+        limit > 0 && usable > f64::from(limit)
+    });
+    if binds_every_window {
+        let full_page = if per_sec > 0.0 {
+            per_page / per_sec
+        } else {
+            0.0
+        };
+        return Plan {
+            next_poll_at: at(budget_gap(1).max(full_page)),
+            pages: 1,
+            max_pages: 1,
+            binds: Binds::Budget,
+        };
+    }
     // Seconds for `fill` events to arrive.
     let fills_in = if per_sec > 0.0 {
         (fill / per_sec).min(input.max_gap.as_secs_f64())
@@ -287,6 +315,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             budget_left: 59,
             reset_at: Some(secs(60.0)),
+            limit: Some((60, Duration::from_secs(60))),
             window: Duration::from_secs(3600),
             last_cycle_incomplete: false,
             pages_spent: 1,
@@ -303,6 +332,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             budget_left: 4990,
             reset_at: Some(secs(3600.0)),
+            limit: Some((5000, Duration::from_secs(3600))),
             ..anonymous(r)
         }
     }
@@ -345,6 +375,20 @@ mod tests {
                     per_sec: 110.0,
                     at_least: true,
                 })),
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Budget,
+            },
+            Case {
+                // 120 events/s, but 20 left for the last 10 s: the window's leftovers buy
+                // full pages of page 1, never a page 2 that starts with page 1's events.
+                name: "budget binds window after window: leftovers do not buy page 2",
+                input: PlanInput {
+                    budget_left: 20,
+                    reset_at: Some(secs(10.0)),
+                    ..anonymous(rate(120.0))
+                },
                 next_in_secs: 1.0,
                 pages: 1,
                 max_pages: 1,
