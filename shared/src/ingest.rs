@@ -386,8 +386,14 @@ impl Ingestor {
             let more = !last && !items.is_empty() && page < bound;
             let next = next.filter(|_| more);
             // The page after this one, requested now rather than after storing this one (the
-            // feed moves meanwhile), when the plan expects it to hold new events.
-            let stored = match next.as_deref().filter(|_| page < plan.pages) {
+            // feed moves meanwhile): when the plan expects it to hold new events, or when this
+            // page holds no event stored before (a look-up, not a whole page's store).
+            let prefetch = match next.as_deref() {
+                None => false,
+                Some(_) if page < plan.pages || incomplete => true,
+                Some(_) => !self.holds_stored_event(&items, &this_cycle).await,
+            };
+            let stored = match next.as_deref().filter(|_| prefetch) {
                 Some(n) => {
                     let (f, stored) = tokio::join!(
                         self.github.get(n, None, Purpose::Ingest),
@@ -569,6 +575,40 @@ impl Ingestor {
             if sleep_or_stop(self.clock.as_ref(), wait, &mut stop).await {
                 return Ok(());
             }
+        }
+    }
+
+    /// Whether the page holds an event stored before this cycle (a failed look-up says yes:
+    /// the walk then decides after storing the page, as it would anyway).
+    async fn holds_stored_event(&self, items: &[&RawValue], this_cycle: &HashSet<i64>) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: serde_json::Value,
+        }
+        let ids: Vec<i64> = items
+            .iter()
+            .filter_map(|i| serde_json::from_str::<Id>(i.get()).ok())
+            .filter_map(|i| match i.id {
+                serde_json::Value::String(s) => s.parse().ok(),
+                v => v.as_i64(),
+            })
+            .collect();
+        let found = async {
+            let client = self.pool.get().await.ok()?;
+            client
+                .query(
+                    "SELECT event_id FROM github_events WHERE event_id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .ok()
+        }
+        .await;
+        match found {
+            Some(rows) => rows
+                .iter()
+                .any(|r| !this_cycle.contains(&r.get::<_, i64>(0))),
+            None => true,
         }
     }
 
