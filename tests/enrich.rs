@@ -128,7 +128,21 @@ async fn every_push_event_of_the_2015_hour_completes_with_one_request_per_distin
         .filter(|(_, &n)| n != 1)
         .collect();
     assert!(twice.is_empty(), "each exactly once, but: {twice:?}");
-    assert_eq!(s.requests as i64, actors + repos);
+    // An id not found under its name (404, or the name now leads to another id) is asked for
+    // by id once: github-sim answers those paths with 404, so they are the gone entries.
+    let gone = db
+        .count(
+            "SELECT (SELECT count(*) FROM actors WHERE status = 'gone')
+                  + (SELECT count(*) FROM repositories WHERE status = 'gone')",
+        )
+        .await;
+    assert!(gone >= 2, "the two repository names taken again: {gone}");
+    assert_eq!(
+        stats.anonymous().unwrap().total(PathKind::Other) as i64,
+        gone,
+        "one request by id per id not found under its name"
+    );
+    assert_eq!(s.requests as i64, actors + repos + gone);
     assert_eq!(db.count("SELECT count(*) FROM actors WHERE status = 'ok' AND login IS NOT NULL AND raw IS NOT NULL").await, actors);
     assert_eq!(
         db.count("SELECT count(*) FROM repositories WHERE status = 'ok' AND language IS NOT DISTINCT FROM raw->>'language'").await,
@@ -351,7 +365,7 @@ async fn three_workers_on_a_small_budget_never_overdraw_it() {
 }
 
 #[tokio::test]
-async fn gone_users_and_repos_complete_the_push_event_and_are_never_asked_again() {
+async fn gone_users_and_repos_complete_the_push_event_and_are_checked_again_only_by_id() {
     let db = TestDb::new().await;
     import(&db, HOUR_2021).await;
     let c = db.pool.get().await.unwrap();
@@ -409,7 +423,12 @@ async fn gone_users_and_repos_complete_the_push_event_and_are_never_asked_again(
     assert_eq!(
         (stats.users[&login], stats.repos[&repo]),
         (1, 1),
-        "gone is final, even with TTL 0"
+        "not by name again: a gone entry past its TTL is checked by id"
+    );
+    assert_eq!(
+        stats.anonymous().unwrap().count(PathKind::Other, 404),
+        4,
+        "/user/{{id}} and /repositories/{{id}}, after each name's 404 and once past the TTL"
     );
 }
 
@@ -548,4 +567,217 @@ async fn ingest_keeps_working_while_every_enrichment_request_fails() {
             .await,
         0
     );
+}
+
+#[tokio::test]
+async fn a_github_wide_401_pauses_enrichment_without_spending_attempts_and_it_resumes_after() {
+    let db = TestDb::new().await;
+    import(&db, HOUR_2021).await;
+    let sim = sim(HOUR_2021, |_| {}).await;
+    // An expired token, or an incident: every /users and /repos request answers 401.
+    sim.inject(FaultRule::new(
+        "/users/",
+        100_000,
+        Fault::Status { code: 401 },
+    ));
+    sim.inject(FaultRule::new(
+        "/repos/",
+        100_000,
+        Fault::Status { code: 401 },
+    ));
+    let clock = ManualClock::at(Utc::now());
+    let app = app(&db, &sim, Arc::new(clock.clone()), &[]);
+    let worker = enricher(&app, |o| o.max_attempts = 2);
+    let pushes = db.count("SELECT count(*) FROM push_events").await;
+
+    // For a while (past several pauses), every drain runs into the 401s.
+    let mut unauthorized = 0;
+    for round in 0..4 {
+        let s = worker.drain().await.unwrap();
+        assert_eq!(
+            (s.failed_attempts, s.failed_final, s.completed),
+            (0, 0, 0),
+            "round {round}: {s:?}"
+        );
+        let until = s.deferred_until.expect("paused");
+        assert!(until > clock.now(), "round {round}");
+        assert_eq!(statuses(&db).await, (pushes, 0, 0, 0), "round {round}");
+        assert_eq!(
+            db.count("SELECT coalesce(sum(attempts), 0) FROM push_events")
+                .await,
+            0,
+            "round {round}: no attempt spent"
+        );
+        // Paused: nothing is sent before the pause ends.
+        let c = sim.stats().anonymous().cloned().unwrap();
+        let now_401 = c.count(PathKind::Users, 401) + c.count(PathKind::Repos, 401);
+        assert!(now_401 > unauthorized, "round {round}: GitHub was asked");
+        unauthorized = now_401;
+        assert_eq!(worker.drain().await.unwrap().requests, 0, "round {round}");
+        clock.advance((until - clock.now()).to_std().unwrap() + Duration::from_secs(1));
+    }
+    assert!(
+        unauthorized <= 4 * 4,
+        "a few probes per pause, not one per push: {unauthorized}"
+    );
+
+    // GitHub answers again: everything completes.
+    sim.clear_faults();
+    let s = worker.drain().await.unwrap();
+    assert_eq!(s.completed as i64, pushes, "{s:?}");
+    assert_eq!(statuses(&db).await, (0, 0, pushes, 0));
+    assert_eq!(
+        db.count("SELECT coalesce(sum(attempts), 0) FROM push_events")
+            .await,
+        0
+    );
+}
+
+/// A stand-in for GitHub answering only the given paths (everything else 404), counting
+/// requests per path. Returns its base URL.
+async fn fake_github(
+    routes: Vec<(&str, u16, serde_json::Value)>,
+) -> (
+    String,
+    Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+) {
+    use axum::http::{StatusCode, Uri};
+    let routes: Arc<std::collections::HashMap<String, (u16, serde_json::Value)>> = Arc::new(
+        routes
+            .into_iter()
+            .map(|(p, s, b)| (p.to_owned(), (s, b)))
+            .collect(),
+    );
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let counted = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let (routes, seen) = (routes.clone(), counted.clone());
+        async move {
+            *seen
+                .lock()
+                .unwrap()
+                .entry(uri.path().to_owned())
+                .or_insert(0) += 1;
+            let (status, body) = routes
+                .get(uri.path())
+                .cloned()
+                .unwrap_or((404, serde_json::json!({ "message": "Not Found" })));
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                body.to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_renamed_actor_or_repo_is_found_by_id_and_only_a_deleted_one_is_gone_until_the_ttl() {
+    let db = TestDb::new().await;
+    let c = db.pool.get().await.unwrap();
+    c.batch_execute(
+        "INSERT INTO github_events (event_id, event_type, source, parse_status, raw)
+           SELECT n, 'PushEvent', 'api', 'parsed', '{}'::jsonb FROM generate_series(1, 3) n;
+         INSERT INTO push_events (push_id, event_id, actor_id, actor_login, repo_id, repo_name, created_at) VALUES
+           (11, 1, 101, 'old-name', 201, 'octo/tools', now()),
+           (12, 2, 102, 'deleted-user', 201, 'octo/tools', now()),
+           (13, 3, 101, 'old-name', 202, 'octo/old-repo', now());",
+    )
+    .await
+    .unwrap();
+    let (url, requests) = fake_github(vec![
+        (
+            "/user/101",
+            200,
+            serde_json::json!({ "id": 101, "login": "new-name", "type": "User" }),
+        ),
+        (
+            "/repos/octo/tools",
+            200,
+            serde_json::json!({ "id": 201, "full_name": "octo/tools", "owner": { "login": "octo" } }),
+        ),
+        (
+            "/repositories/202",
+            200,
+            serde_json::json!({ "id": 202, "full_name": "octo/new-repo", "owner": { "login": "octo" } }),
+        ),
+    ])
+    .await;
+    let clock = ManualClock::at(Utc::now());
+    let retry = RetryPolicy {
+        max_retries: 0,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+    };
+    let app = ghevents_tests::app(&url, &db.pool, Arc::new(clock.clone()), &[], Some(retry));
+    let worker = enricher(&app, |_| {});
+    let asked = |path: &str| requests.lock().unwrap().get(path).copied().unwrap_or(0);
+
+    let s = worker.drain().await.unwrap();
+
+    assert_eq!((s.completed, s.gone, s.failed_attempts), (2, 1, 0), "{s:?}");
+    assert_eq!(statuses(&db).await, (0, 0, 3, 0));
+    let actor = |id: i64| {
+        let c = &c;
+        async move {
+            let r = c
+                .query_one(
+                    "SELECT login, status FROM actors WHERE actor_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (r.get::<_, String>(0), r.get::<_, String>(1))
+        }
+    };
+    assert_eq!(
+        actor(101).await,
+        ("new-name".into(), "ok".into()),
+        "renamed, not gone"
+    );
+    assert_eq!(actor(102).await.1, "gone", "deleted");
+    let repo: (String, String) = c
+        .query_one(
+            "SELECT full_name, status FROM repositories WHERE repo_id = 202",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(repo, ("octo/new-repo".into(), "ok".into()));
+    for (path, n) in [
+        ("/users/old-name", 1),
+        ("/user/101", 1),
+        ("/users/deleted-user", 1),
+        ("/user/102", 1),
+        ("/repos/octo/old-repo", 1),
+        ("/repositories/202", 1),
+        ("/repos/octo/tools", 1),
+    ] {
+        assert_eq!(asked(path), n, "{path}");
+    }
+
+    // Within the TTL the gone entry is trusted; after it, it is checked again (by id).
+    c.execute(
+        "UPDATE push_events SET enrichment_status = 'pending' WHERE push_id = 12",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(worker.drain().await.unwrap().requests, 0);
+    assert_eq!(asked("/user/102"), 1);
+    clock.advance(Duration::from_secs(86_400 + 1));
+    c.execute(
+        "UPDATE push_events SET enrichment_status = 'pending' WHERE push_id = 12",
+        &[],
+    )
+    .await
+    .unwrap();
+    let again = worker.drain().await.unwrap();
+    assert_eq!(again.gone, 1, "{again:?}");
+    assert_eq!(asked("/user/102"), 2, "the gone entry was re-checked");
 }

@@ -12,10 +12,11 @@ use aws_support::{localstack, Aws};
 use chrono::{DateTime, TimeZone, Utc};
 use ghevents::app::App;
 use ghevents::aws::sqs::SqsQueue;
-use ghevents::clock::ManualClock;
+use ghevents::clock::{Clock, ManualClock, SystemClock};
 use ghevents::enrich::Enricher;
+use ghevents::outbox::{self, FlushReport};
 use ghevents::raw::PushQueue;
-use ghevents_enrich::{handler, Deps, SqsPostpone};
+use ghevents_enrich::{handler, Deps};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use github_sim::{Sim, SimConfig};
@@ -99,6 +100,7 @@ impl Harness {
                 pool: self.db.pool.clone(),
                 queue,
                 limit: 1000,
+                requeue_after: outbox::REQUEUE_AFTER,
             }),
             clock: Arc::new(self.clock.clone()),
             metrics: Arc::new(Discard),
@@ -124,16 +126,98 @@ impl Harness {
             .collect()
     }
 
-    fn deps(&self) -> Deps<Enricher, SqsPostpone> {
-        let app = self.app();
+    fn deps(&self) -> Deps<Enricher> {
+        self.deps_at(Arc::new(self.clock.clone()))
+    }
+
+    /// The handler's dependencies with another clock (real time, for SQS delivery delays).
+    fn deps_at(&self, clock: Arc<dyn Clock>) -> Deps<Enricher> {
+        let app = ghevents_tests::app(&self.sim.url(), &self.db.pool, clock.clone(), &[], None);
         Deps {
             enricher: app.enricher(),
-            postpone: SqsPostpone {
-                client: self.aws.sqs.clone(),
-                queue_url: None,
-            },
-            clock: Arc::new(self.clock.clone()),
+            clock,
         }
+    }
+
+    /// The outbox flush an ingest invocation runs first (the sweep, then the due rows).
+    async fn flush(&self, queue_url: &str, now: DateTime<Utc>) -> FlushReport {
+        let queue = SqsQueue {
+            client: self.aws.sqs.clone(),
+            queue_url: queue_url.to_owned(),
+        };
+        outbox::flush_when_idle(&self.db.pool, &queue, now, 1000, outbox::REQUEUE_AFTER)
+            .await
+            .unwrap()
+            .expect("no ingest cycle holds the feed")
+    }
+
+    /// What the event source mapping does after an invocation: deletes the messages the
+    /// handler did not report as failed (the others come back after their visibility).
+    async fn delete_acked(&self, queue_url: &str, messages: &[Message], r: &SqsBatchResponse) {
+        let failed = failed_ids(r);
+        for m in messages {
+            if !failed.contains(m.message_id().unwrap()) {
+                self.aws
+                    .sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The first message(s) to arrive (within [`WAIT`]), at once.
+    async fn receive_first(&self, queue_url: &str) -> Vec<Message> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let out = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.aws
+                    .sqs
+                    .receive_message()
+                    .queue_url(queue_url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send(),
+            )
+            .await
+            .expect("ReceiveMessage answers within 10 s")
+            .unwrap();
+            if !out.messages().is_empty() {
+                return out.messages().to_vec();
+            }
+        }
+        Vec::new()
+    }
+
+    async fn row(&self, push_id: i64) -> (String, i32, Option<DateTime<Utc>>, DateTime<Utc>) {
+        let r = self
+            .db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT enrichment_status, attempts, enqueued_at, next_attempt_at FROM push_events WHERE push_id = $1",
+                &[&push_id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    }
+
+    async fn sql(&self, sql: &str, push_id: i64) {
+        self.db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(sql, &[&push_id])
+            .await
+            .unwrap();
     }
 
     /// An SQS event as Lambda delivers it, from received messages.
@@ -159,11 +243,7 @@ impl Harness {
         )
     }
 
-    async fn enrich(
-        &self,
-        deps: &Deps<Enricher, SqsPostpone>,
-        messages: &[Message],
-    ) -> SqsBatchResponse {
+    async fn enrich(&self, deps: &Deps<Enricher>, messages: &[Message]) -> SqsBatchResponse {
         tokio::time::timeout(WAIT, handler(deps, self.event(messages)))
             .await
             .expect("enrich returns")
@@ -284,7 +364,7 @@ async fn poison_messages_and_unknown_push_ids_are_acked() {
 }
 
 #[tokio::test]
-async fn a_spent_budget_mid_batch_sends_the_rest_back_until_the_reset() {
+async fn a_spent_budget_mid_batch_acks_the_rest_and_the_outbox_sends_it_back_for_the_reset() {
     // 24 requests per 12 s window: ingest spends 3 and keeps a reserve of 8, so enrichment
     // may send 13 requests: enough for the actors of a batch of 10 and a few repositories.
     let h = harness(24, Duration::from_secs(12)).await;
@@ -295,7 +375,11 @@ async fn a_spent_budget_mid_batch_sends_the_rest_back_until_the_reset() {
 
     let r = h.enrich(&deps, &batch).await;
 
-    let failed = failed_ids(&r);
+    assert!(
+        r.batch_item_failures.is_empty(),
+        "deferred messages are acked, not left on the queue: {:?}",
+        r.batch_item_failures
+    );
     let completed = h
         .count("SELECT count(*) FROM push_events WHERE enrichment_status = 'completed'")
         .await;
@@ -303,17 +387,23 @@ async fn a_spent_budget_mid_batch_sends_the_rest_back_until_the_reset() {
         completed > 0,
         "some pushes were enriched before the budget ran out"
     );
-    assert!(!failed.is_empty(), "the rest comes back");
-    assert_eq!(
-        completed as usize + failed.len(),
-        batch.len(),
-        "every message is either done or reported"
-    );
-    let batch_ids: BTreeSet<String> = batch
+    let c = h.db.pool.get().await.unwrap();
+    let requeued: Vec<i64> = c
+        .query(
+            "SELECT push_id FROM push_events WHERE enrichment_status = 'pending' AND enqueued_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
         .iter()
-        .map(|m| m.message_id().unwrap().to_owned())
+        .map(|r| r.get(0))
         .collect();
-    assert!(failed.is_subset(&batch_ids));
+    assert!(!requeued.is_empty(), "the rest is back in the outbox");
+    assert_eq!(
+        completed as usize + requeued.len(),
+        batch.len(),
+        "every push of the batch is either done or back in the outbox"
+    );
     assert_eq!(
         h.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'in_progress'")
             .await,
@@ -321,18 +411,195 @@ async fn a_spent_budget_mid_batch_sends_the_rest_back_until_the_reset() {
         "deferred work is pending again"
     );
 
-    // The deferred messages were postponed to the budget's reset (seconds away here), not to
-    // the queue's 120 s visibility timeout: they come back on their own.
+    // The next flush sends them with a delivery delay up to the budget's reset (seconds away
+    // here): they come back on their own.
+    let flushed = h.flush(&h.queue_url, h.clock.now()).await;
+    assert_eq!(flushed.sent, requeued.len() as u64);
     let back = h
         .aws
-        .receive(&h.queue_url, failed.len(), Duration::from_secs(45))
+        .receive(&h.queue_url, requeued.len(), Duration::from_secs(45))
         .await;
-    let back_ids: BTreeSet<String> = back
-        .iter()
-        .filter_map(|m| m.message_id().map(str::to_owned))
-        .collect();
+    let back_ids = Aws::push_ids(&back);
     assert!(
-        failed.is_subset(&back_ids),
-        "deferred {failed:?}, back {back_ids:?}"
+        requeued.iter().all(|id| back_ids.contains_key(id)),
+        "requeued {requeued:?}, back {back_ids:?}"
     );
+}
+
+/// A queue whose messages go to a dead-letter queue after `max_receives` receives.
+async fn queue_with_dlq(aws: &Aws, max_receives: u32) -> (String, String) {
+    let dlq = aws.queue().await;
+    let dlq_arn = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("DLQ ARN");
+    let name = aws_support::unique("ghevents-test");
+    let url = aws
+        .sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "120")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string() })
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .expect("queue url");
+    (url, dlq)
+}
+
+#[tokio::test]
+async fn a_push_deferred_more_often_than_max_receive_count_completes_once_the_budget_returns() {
+    let h = harness(5000, Duration::from_secs(3600)).await;
+    let pushes = h.ingest().await;
+    let push = pushes[0];
+    // Its own queue, with a dead-letter queue after 2 receives; the push's message is there.
+    let (queue_url, dlq) = queue_with_dlq(&h.aws, 2).await;
+    let queue = SqsQueue {
+        client: h.aws.sqs.clone(),
+        queue_url: queue_url.clone(),
+    };
+    assert_eq!(queue.send(&[push]).await.sent, vec![push]);
+    // Real time: SQS delays are real.
+    let deps = h.deps_at(Arc::new(SystemClock));
+    let pool = &h.db.pool;
+    let pause = move |secs: i64| async move {
+        pool.get()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE rate_limit_state SET retry_after_until = $1",
+                &[&(Utc::now() + chrono::Duration::seconds(secs))],
+            )
+            .await
+            .unwrap();
+    };
+
+    // GitHub asks to wait, again and again: 4 deliveries, each deferred.
+    for round in 0..4 {
+        let got = h.receive_first(&queue_url).await;
+        assert_eq!(
+            Aws::push_ids(&got).get(&push),
+            Some(&1),
+            "round {round}: the push's message is delivered"
+        );
+        pause(3).await;
+        let r = h.enrich(&deps, &got).await;
+        h.delete_acked(&queue_url, &got, &r).await;
+        let (status, attempts, _, _) = h.row(push).await;
+        assert_eq!((status.as_str(), attempts), ("pending", 0), "round {round}");
+        h.flush(&queue_url, Utc::now()).await;
+    }
+    assert_eq!(
+        h.entity_requests(),
+        0,
+        "nothing sent while GitHub said wait"
+    );
+
+    // The wait is over: the next delivery completes it.
+    let got = h.receive_first(&queue_url).await;
+    pause(-1).await;
+    assert_eq!(Aws::push_ids(&got).get(&push), Some(&1));
+    let r = h.enrich(&deps, &got).await;
+    assert!(r.batch_item_failures.is_empty());
+    h.delete_acked(&queue_url, &got, &r).await;
+    assert_eq!(h.row(push).await.0, "completed");
+    assert!(
+        h.aws
+            .receive(&dlq, 1, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "nothing reached the dead-letter queue"
+    );
+}
+
+#[tokio::test]
+async fn a_push_whose_message_was_lost_is_sent_again_by_the_sweep() {
+    let h = harness(5000, Duration::from_secs(3600)).await;
+    let pushes = h.ingest().await;
+    let messages = h.aws.receive(&h.queue_url, pushes.len(), WAIT).await;
+    let push = pushes[0];
+    // Its message is lost (dead-letter queue, retention); the other pushes are done.
+    let lost: Vec<Message> = messages
+        .iter()
+        .filter(|m| ghevents::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
+        .cloned()
+        .collect();
+    assert_eq!(lost.len(), 1);
+    h.delete_acked(&h.queue_url, &lost, &SqsBatchResponse::default())
+        .await;
+    h.sql(
+        "UPDATE push_events SET enrichment_status = 'completed' WHERE push_id <> $1",
+        push,
+    )
+    .await;
+
+    // Within the queue's visibility timeout and margin it is left alone.
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 0);
+    assert!(h.row(push).await.2.is_some());
+
+    // Long after, it is sent again, and completes.
+    h.clock.advance(outbox::REQUEUE_AFTER);
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 1);
+    let again = h.aws.receive(&h.queue_url, 1, WAIT).await;
+    assert_eq!(Aws::push_ids(&again).get(&push), Some(&1));
+    let r = h.enrich(&h.deps(), &again).await;
+    assert!(r.batch_item_failures.is_empty());
+    assert_eq!(h.row(push).await.0, "completed");
+}
+
+#[tokio::test]
+async fn a_message_for_a_push_not_yet_due_spends_nothing_and_leaves_it_to_the_outbox() {
+    let h = harness(5000, Duration::from_secs(3600)).await;
+    let pushes = h.ingest().await;
+    let messages = h.aws.receive(&h.queue_url, pushes.len(), WAIT).await;
+    let push = pushes[0];
+    let early: Vec<Message> = messages
+        .iter()
+        .filter(|m| ghevents::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
+        .cloned()
+        .collect();
+    let due = h.clock.now() + chrono::Duration::hours(1);
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE push_events SET next_attempt_at = $2 WHERE push_id = $1",
+            &[&push, &due],
+        )
+        .await
+        .unwrap();
+    h.sql(
+        "UPDATE push_events SET enrichment_status = 'completed' WHERE push_id <> $1",
+        push,
+    )
+    .await;
+
+    let r = h.enrich(&h.deps(), &early).await;
+
+    assert!(r.batch_item_failures.is_empty(), "acked");
+    assert_eq!(h.entity_requests(), 0, "no request for a push not yet due");
+    let (status, attempts, enqueued_at, next) = h.row(push).await;
+    assert_eq!(
+        (status.as_str(), attempts, enqueued_at, next),
+        ("pending", 0, None, due)
+    );
+    // The outbox keeps it until it is due within SQS's 15-minute delivery delay.
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 0);
+    h.clock.advance(Duration::from_secs(3600 - 60));
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 1);
+    assert!(h.row(push).await.2.is_some());
 }

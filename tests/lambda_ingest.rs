@@ -135,6 +135,7 @@ impl Harness {
                 pool: self.db.pool.clone(),
                 queue,
                 limit: 1000,
+                requeue_after: ghevents::outbox::REQUEUE_AFTER,
             }),
             clock: Arc::new(self.clock.clone()),
             metrics: self.metrics.clone(),
@@ -580,9 +581,15 @@ async fn the_outbox_is_left_to_a_cycle_that_is_running() {
         Outcome::Busy,
         "the same lock as the cycle's"
     );
-    let skipped = ghevents::outbox::flush_when_idle(&h.db.pool, &queue, h.clock.now(), 1000)
-        .await
-        .unwrap();
+    let skipped = ghevents::outbox::flush_when_idle(
+        &h.db.pool,
+        &queue,
+        h.clock.now(),
+        1000,
+        ghevents::outbox::REQUEUE_AFTER,
+    )
+    .await
+    .unwrap();
     assert_eq!(skipped, None);
     assert_eq!(queue.calls(), 0);
 
@@ -593,10 +600,16 @@ async fn the_outbox_is_left_to_a_cycle_that_is_running() {
         )
         .await
         .unwrap();
-    let r = ghevents::outbox::flush_when_idle(&h.db.pool, &queue, h.clock.now(), 1000)
-        .await
-        .unwrap()
-        .unwrap();
+    let r = ghevents::outbox::flush_when_idle(
+        &h.db.pool,
+        &queue,
+        h.clock.now(),
+        1000,
+        ghevents::outbox::REQUEUE_AFTER,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(r.sent, pushes.len() as u64);
     // The flush let go of the lock: the next cycle runs.
     assert_ne!(ingestor.run_cycle().await.unwrap().outcome, Outcome::Busy);

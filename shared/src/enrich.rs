@@ -4,10 +4,19 @@
 //!
 //! - A fresh cache entry (younger than the TTL) costs no request; a stale one is revalidated
 //!   with its ETag, and a 304 refreshes it.
-//! - 404/410 → `gone`: the push event completes, and the entry is never requested again.
+//! - 404/410 for the login or repository name → asked again by id (`/user/{id}`,
+//!   `/repositories/{id}`): a renamed account or repository keeps its id, and is stored with
+//!   its new name. Only a 404/410 by id makes it `gone`: the push event completes, and the
+//!   entry is trusted for the cache TTL like any other, then checked again (by id).
 //! - 5xx / timeouts are retried inside the call (the client's backoff), then count as a failed
 //!   attempt of the push event; after `max_attempts` it is `failed` with its last error.
+//! - An answer that says nothing about the push event (401, a 403 or 429 that is not a rate
+//!   limit: an expired token, a GitHub incident) pauses all enrichment, for every worker
+//!   (a row in Postgres), from `pause_first` doubling to `pause_longest` until a request
+//!   succeeds; the push events of the batch are deferred, their attempts unchanged.
 //! - Budget spent → no request; the work goes back to pending until the reset.
+//! - Every row that goes back to pending also goes back to the outbox (`enqueued_at` NULL):
+//!   a queue message is only a nudge, and the outbox sends a new one when the row is due.
 //! - One request per distinct actor or repository, even when many push events and several
 //!   workers need it at once (a per-entity fetch lease; the others wait briefly for its
 //!   result, and defer their push events if it takes too long).
@@ -23,6 +32,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -38,6 +48,10 @@ pub struct EnrichOptions {
     pub concurrency: usize,
     /// How long a worker waits for another one's fetch of the same entity before deferring.
     pub wait_for_other_fetch: Duration,
+    /// The first pause of all enrichment after a failure that is not the push event's.
+    pub pause_first: Duration,
+    /// The longest such pause (they double while the failures go on).
+    pub pause_longest: Duration,
 }
 
 impl Default for EnrichOptions {
@@ -49,6 +63,8 @@ impl Default for EnrichOptions {
             batch_size: 100,
             concurrency: 4,
             wait_for_other_fetch: Duration::from_secs(10),
+            pause_first: Duration::from_secs(60),
+            pause_longest: Duration::from_secs(900),
         }
     }
 }
@@ -69,6 +85,11 @@ pub enum ItemOutcome {
     Failed { retryable: bool, error: String },
     /// The budget is spent (or GitHub asked to wait): back to pending until `until`.
     Deferred { until: DateTime<Utc> },
+    /// Not due before `at` (a message that came early, or twice): nothing spent; the row is
+    /// back in the outbox for its time.
+    NotDue { at: DateTime<Utc> },
+    /// Another worker holds it; that worker completes it or puts it back in the outbox.
+    Busy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,19 +148,21 @@ impl Enricher {
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
         let mut out = Vec::with_capacity(ids.len());
         let mut items = Vec::new();
+        let mut early = Vec::new();
         for id in ids {
             match claims.get(id) {
                 Some(Claim::Claimed(item)) => items.push(item.clone()),
                 Some(Claim::Done) => out.push((*id, ItemOutcome::AlreadyDone)),
-                Some(Claim::Busy) => out.push((
-                    *id,
-                    ItemOutcome::Failed {
-                        retryable: true,
-                        error: "being enriched by another worker".into(),
-                    },
-                )),
+                Some(Claim::Busy) => out.push((*id, ItemOutcome::Busy)),
+                Some(Claim::NotDue(at)) => {
+                    early.push(*id);
+                    out.push((*id, ItemOutcome::NotDue { at: *at }));
+                }
                 Some(Claim::Unknown) | None => out.push((*id, ItemOutcome::UnknownPushId)),
             }
+        }
+        if !early.is_empty() {
+            work::back_to_outbox(&self.pool, &early, now).await?;
         }
         items.dedup_by_key(|i| i.push_id);
         out.extend(self.process(items).await?);
@@ -173,7 +196,10 @@ impl Enricher {
                         s.deferred += 1;
                         s.deferred_until = Some(until);
                     }
-                    ItemOutcome::AlreadyDone | ItemOutcome::UnknownPushId => {}
+                    ItemOutcome::AlreadyDone
+                    | ItemOutcome::UnknownPushId
+                    | ItemOutcome::NotDue { .. }
+                    | ItemOutcome::Busy => {}
                 }
             }
             if s.deferred_until.is_some() {
@@ -258,11 +284,16 @@ impl Enricher {
                     .insert(id);
             }
         }
-        // Once the budget says wait, nothing more is sent in this batch.
-        let deferred: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
+        // While enrichment is paused nothing is sent; once the budget (or a pause) says wait,
+        // nothing more is sent in this batch.
+        let started = self.clock.now();
+        let pause = work::current_pause(&self.pool).await?;
+        let deferred: Mutex<Option<DateTime<Utc>>> =
+            Mutex::new(pause.map(|p| p.until).filter(|u| *u > started));
+        let answered = AtomicBool::new(false);
         let per_name: Vec<Vec<((Kind, i64), Entity)>> = futures::stream::iter(wanted)
             .map(|((kind, _), (name, ids))| {
-                let deferred = &deferred;
+                let (deferred, answered) = (&deferred, &answered);
                 async move {
                     if let Some(until) = *deferred.lock().expect("lock") {
                         return Ok(ids
@@ -270,7 +301,7 @@ impl Enricher {
                             .map(|id| ((kind, *id), Entity::Deferred(until)))
                             .collect());
                     }
-                    let found = self.ensure(kind, &name, &ids).await?;
+                    let found = self.ensure(kind, &name, &ids, answered).await?;
                     for e in found.values() {
                         if let Entity::Deferred(until) = e {
                             let mut d = deferred.lock().expect("lock");
@@ -288,6 +319,10 @@ impl Enricher {
         let results: HashMap<(Kind, i64), Entity> = per_name.into_iter().flatten().collect();
 
         let now = self.clock.now();
+        if pause.is_some() && answered.load(Ordering::Relaxed) {
+            // GitHub answered again after a pause: the next one starts short.
+            work::clear_pause(&self.pool, now).await?;
+        }
         let mut out = Vec::with_capacity(items.len());
         let (mut done, mut gone) = (Vec::new(), Vec::new());
         let mut defer: BTreeMap<DateTime<Utc>, Vec<i64>> = BTreeMap::new();
@@ -352,23 +387,24 @@ impl Enricher {
     }
 
     /// Makes the cache entries of one login or repository name current (for every id seen
-    /// under it), with at most one request.
+    /// under it), with one request for the name, and one per id the name no longer leads to.
     async fn ensure(
         &self,
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
-            if let Some(all) = self.settled(kind, name, ids).await? {
+            if let Some(all) = all_settled(self.cached(kind, name, ids).await?) {
                 return Ok(all);
             }
             let now = self.clock.now();
             // The lease outlives a request with all its retries.
             let until = now + chrono::Duration::minutes(5);
             if cache::take_fetch_lease(&self.pool, kind, name, now, until).await? {
-                let result = self.fetch_leased(kind, name, ids).await;
+                let result = self.fetch_leased(kind, name, ids, answered).await;
                 cache::release_fetch_lease(&self.pool, kind, name).await?;
                 return result;
             }
@@ -381,14 +417,13 @@ impl Enricher {
         }
     }
 
-    /// `Some` when the cache already answers for every id: fresh, gone for good, or gone
-    /// because the name was recently answered with another id.
-    async fn settled(
+    /// What the cache says about each id seen under a name.
+    async fn cached(
         &self,
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
-    ) -> Result<Option<HashMap<i64, Entity>>, EnrichError> {
+    ) -> Result<HashMap<i64, Cached>, EnrichError> {
         let now = self.clock.now();
         let ttl =
             chrono::Duration::from_std(self.options.cache_ttl).unwrap_or(chrono::Duration::MAX);
@@ -398,29 +433,30 @@ impl Enricher {
         let mut out = HashMap::with_capacity(ids.len());
         let mut unknown = Vec::new();
         for id in ids {
-            match cache::get(&self.pool, kind, *id).await? {
-                Some(e) if e.gone => {
-                    out.insert(*id, Entity::Gone);
-                }
+            let c = match cache::get(&self.pool, kind, *id).await? {
                 Some(e) if e.fetched_at > fresh_since => {
-                    out.insert(*id, Entity::Ok);
+                    Cached::Settled(if e.gone { Entity::Gone } else { Entity::Ok })
                 }
-                Some(_) => return Ok(None),
-                None => unknown.push(*id),
-            }
+                // Gone as far as we know, but not for ever: asked again, by id.
+                Some(e) if e.gone => Cached::ById,
+                Some(_) => Cached::ByName,
+                None => {
+                    unknown.push(*id);
+                    continue;
+                }
+            };
+            out.insert(*id, c);
         }
         if !unknown.is_empty() {
-            match cache::fresh_id_for_name(&self.pool, kind, name, fresh_since).await? {
-                Some(owner) if !unknown.contains(&owner) => {
-                    for id in unknown {
-                        cache::put_gone(&self.pool, kind, id, name, now).await?;
-                        out.insert(id, Entity::Gone);
-                    }
-                }
-                _ => return Ok(None),
+            // The name was answered recently for another id: ours was renamed or deleted.
+            let taken = cache::fresh_id_for_name(&self.pool, kind, name, fresh_since)
+                .await?
+                .is_some();
+            for id in unknown {
+                out.insert(id, if taken { Cached::ById } else { Cached::ByName });
             }
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     async fn fetch_leased(
@@ -428,10 +464,53 @@ impl Enricher {
         kind: Kind,
         name: &str,
         ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
-        if let Some(all) = self.settled(kind, name, ids).await? {
-            return Ok(all);
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut by_name = BTreeSet::new();
+        let mut by_id = Vec::new();
+        for (id, c) in self.cached(kind, name, ids).await? {
+            match c {
+                Cached::Settled(e) => {
+                    out.insert(id, e);
+                }
+                Cached::ByName => {
+                    by_name.insert(id);
+                }
+                Cached::ById => by_id.push(id),
+            }
         }
+        if !by_name.is_empty() {
+            let (found, lost) = self.fetch_by_name(kind, name, &by_name, answered).await?;
+            out.extend(found);
+            by_id.extend(lost);
+        }
+        by_id.sort_unstable();
+        for id in by_id {
+            // Once GitHub or the budget says wait, nothing more is sent.
+            let wait = out.values().find_map(|e| match e {
+                Entity::Deferred(u) => Some(*u),
+                _ => None,
+            });
+            let e = match wait {
+                Some(u) => Entity::Deferred(u),
+                None => self.fetch_by_id(kind, id, name, answered).await?,
+            };
+            out.insert(id, e);
+        }
+        Ok(out)
+    }
+
+    /// Asks for a login or repository name. Returns what it settled, and the ids it did not
+    /// find under that name (404, or the name now leads to another id): those are asked for
+    /// by id, since a renamed account or repository keeps its id.
+    async fn fetch_by_name(
+        &self,
+        kind: Kind,
+        name: &str,
+        ids: &BTreeSet<i64>,
+        answered: &AtomicBool,
+    ) -> Result<(HashMap<i64, Entity>, Vec<i64>), EnrichError> {
         let mut held = Vec::new();
         for id in ids {
             if let Some(e) = cache::get(&self.pool, kind, *id).await? {
@@ -459,9 +538,13 @@ impl Enricher {
             .and_then(|(_, e)| e.etag.as_deref());
         let answer = self.github.get(&path, etag, Purpose::Enrich).await;
         let now = self.clock.now();
+        if answer.is_ok() {
+            answered.store(true, Ordering::Relaxed);
+        }
         let all =
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
-        Ok(match answer {
+        let mut lost = Vec::new();
+        let found = match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
                 // A lone surrogate escape is read as U+FFFD (serde_json refuses it in a string).
                 match serde_json::from_slice::<serde_json::Value>(&crate::sanitize::json_bytes(
@@ -493,9 +576,8 @@ impl Enricher {
                                 .await?;
                                 out.insert(*id, Entity::Ok);
                             } else {
-                                // The name now belongs to another account or repository: ours is gone.
-                                cache::put_gone(&self.pool, kind, *id, name, now).await?;
-                                out.insert(*id, Entity::Gone);
+                                // The name now belongs to another account or repository.
+                                lost.push(*id);
                             }
                         }
                         out
@@ -506,38 +588,146 @@ impl Enricher {
             Ok(Fetched::NotModified { .. }) => {
                 let mut out = HashMap::with_capacity(ids.len());
                 for id in ids {
-                    let e = match held.iter().find(|(h, _)| h == id) {
-                        Some((_, e)) if e.gone => Entity::Gone,
+                    match held.iter().find(|(h, _)| h == id) {
+                        Some((_, e)) if e.gone => lost.push(*id),
                         Some(_) => {
                             cache::touch(&self.pool, kind, *id, now).await?;
-                            Entity::Ok
+                            out.insert(*id, Entity::Ok);
                         }
-                        None => Entity::Failed(format!("{path}: 304 for an entry not held")),
-                    };
-                    out.insert(*id, e);
+                        None => {
+                            out.insert(
+                                *id,
+                                Entity::Failed(format!("{path}: 304 for an entry not held")),
+                            );
+                        }
+                    }
                 }
                 out
             }
             Ok(Fetched::Gone { .. }) => {
-                for id in ids {
-                    cache::put_gone(&self.pool, kind, *id, name, now).await?;
-                }
-                all(Entity::Gone)
+                // Not found under this name: renamed, or deleted. The id tells.
+                lost.extend(ids.iter().copied());
+                HashMap::new()
             }
-            Err(e) => match e.wait_until() {
-                Some(until) => all(Entity::Deferred(until)),
-                None => {
-                    if !matches!(
-                        e,
-                        GithubError::Server { .. } | GithubError::Transport { .. }
-                    ) {
-                        warn!(path = %path, error_code = e.code(), error = %e, "enrichment request failed");
-                    }
-                    all(Entity::Failed(e.to_string()))
+            Err(e) => all(self.failure(&path, e, now).await?),
+        };
+        Ok((found, lost))
+    }
+
+    /// Asks for one account or repository by its id (`/user/{id}`, `/repositories/{id}`),
+    /// which answers with its current login or full name; a 404 there means it is gone.
+    async fn fetch_by_id(
+        &self,
+        kind: Kind,
+        id: i64,
+        name: &str,
+        answered: &AtomicBool,
+    ) -> Result<Entity, EnrichError> {
+        let path = match kind {
+            Kind::Actor => format!("/user/{id}"),
+            Kind::Repo => format!("/repositories/{id}"),
+        };
+        let answer = self.github.get(&path, None, Purpose::Enrich).await;
+        let now = self.clock.now();
+        if answer.is_ok() {
+            answered.store(true, Ordering::Relaxed);
+        }
+        Ok(match answer {
+            Ok(Fetched::Ok { body, etag, .. }) => {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => match v.get("id").and_then(|x| x.as_i64()) {
+                        Some(other) if other != id => {
+                            Entity::Failed(format!("{path}: answered for id {other}"))
+                        }
+                        _ => {
+                            // Stored under its current name (the answer's), found by id.
+                            cache::put_ok(&self.pool, kind, id, name, &v, etag.as_deref(), now)
+                                .await?;
+                            info!(kind = kind.as_str(), id, old_name = %name, "found under a new name by its id");
+                            Entity::Ok
+                        }
+                    },
+                    Err(e) => Entity::Failed(format!("{path}: invalid JSON: {e}")),
                 }
-            },
+            }
+            Ok(Fetched::NotModified { .. }) => {
+                Entity::Failed(format!("{path}: 304 to an unconditional request"))
+            }
+            Ok(Fetched::Gone { .. }) => {
+                cache::put_gone(&self.pool, kind, id, name, now).await?;
+                Entity::Gone
+            }
+            Err(e) => self.failure(&path, e, now).await?,
         })
     }
+
+    /// What a failed request means for the entities asked for: wait (a rate limit, or a pause
+    /// of all enrichment for a failure that is not theirs), or a failed attempt.
+    async fn failure(
+        &self,
+        path: &str,
+        e: GithubError,
+        now: DateTime<Utc>,
+    ) -> Result<Entity, EnrichError> {
+        Ok(match e.wait_until() {
+            Some(until) => Entity::Deferred(until),
+            None if is_global(&e) => {
+                let until = work::pause(
+                    &self.pool,
+                    now,
+                    self.options.pause_first,
+                    self.options.pause_longest,
+                    &e.to_string(),
+                )
+                .await?;
+                warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
+                Entity::Deferred(until)
+            }
+            None => {
+                if !matches!(
+                    e,
+                    GithubError::Server { .. } | GithubError::Transport { .. }
+                ) {
+                    warn!(path = %path, error_code = e.code(), error = %e, "enrichment request failed");
+                }
+                Entity::Failed(e.to_string())
+            }
+        })
+    }
+}
+
+/// What the cache says about one id seen under a name.
+enum Cached {
+    /// Fresh (or gone within the TTL): no request.
+    Settled(Entity),
+    /// Ask for the name (unknown, or stale: revalidated with its ETag).
+    ByName,
+    /// Ask for the id: gone beyond the TTL, or the name now belongs to another id.
+    ById,
+}
+
+/// `Some` when the cache answers for every id.
+fn all_settled(cached: HashMap<i64, Cached>) -> Option<HashMap<i64, Entity>> {
+    cached
+        .into_iter()
+        .map(|(id, c)| match c {
+            Cached::Settled(e) => Some((id, e)),
+            Cached::ByName | Cached::ById => None,
+        })
+        .collect()
+}
+
+/// Whether a failed request says nothing about the entity asked for, only about us or GitHub:
+/// 401 (a bad or expired token), or a 403 or 429 that the client did not recognize as a rate
+/// limit. Such a failure pauses all enrichment instead of counting an attempt.
+pub fn is_global(e: &GithubError) -> bool {
+    matches!(
+        e,
+        GithubError::Client {
+            status: 401 | 403 | 429,
+            ..
+        }
+    )
 }
 
 /// Wait before attempt `n + 1` of a push event: a minute, doubling, at most an hour.
@@ -548,7 +738,30 @@ fn backoff(attempt: i32) -> chrono::Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::{backoff, is_global};
+    use crate::github::GithubError;
+
+    #[test]
+    fn only_failures_that_are_not_the_entitys_pause_enrichment() {
+        let client = |status| GithubError::Client {
+            status,
+            path: "/users/a".into(),
+            message: String::new(),
+        };
+        for status in [401, 403, 429] {
+            assert!(is_global(&client(status)), "{status}");
+        }
+        for status in [400, 422, 451] {
+            assert!(!is_global(&client(status)), "{status}");
+        }
+        let server = GithubError::Server {
+            status: 502,
+            path: "/users/a".into(),
+            attempts: 3,
+            message: String::new(),
+        };
+        assert!(!is_global(&server));
+    }
 
     #[test]
     fn attempts_back_off_from_a_minute_to_an_hour() {

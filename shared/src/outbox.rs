@@ -1,22 +1,41 @@
 //! The outbox of push ids waiting to be handed to the enrichment queue.
 //!
-//! A new push event is committed with `enqueued_at` NULL. Right after the commit the ingest
-//! cycle sends its ids to the [`PushQueue`] and marks the ones the queue took
-//! ([`mark_enqueued`]). A crash or a queue failure between the commit and the mark leaves rows
-//! with `enqueued_at` NULL; [`flush`] (run at the start of every ingest invocation) sends
-//! those, oldest first, so every committed push id reaches the queue at least once.
+//! The row is the truth, a queue message only a nudge: a push event waits for enrichment as
+//! long as its row is `pending`, whatever became of its messages.
+//!
+//! - A new push event is committed with `enqueued_at` NULL. Right after the commit the ingest
+//!   cycle sends its ids to the [`PushQueue`] and marks the ones the queue took
+//!   ([`mark_enqueued`]).
+//! - Enrichment puts every row it sends back to `pending` (deferred for the budget, for
+//!   another worker's fetch, or after a failed attempt) back in the outbox too: `enqueued_at`
+//!   NULL, `next_attempt_at` its due time. Its message is acked.
+//! - [`flush`] sends the rows of the outbox that are due within [`MAX_DELIVERY_DELAY`], each
+//!   with a delivery delay until its `next_attempt_at`, so a message arrives when its row is
+//!   due; rows due later wait for a later flush.
+//! - [`requeue_stale`] puts back in the outbox rows still waiting long after their message
+//!   was sent (lost: dead-letter queue, retention, a crash between a receive and the row's
+//!   update), so they are sent again.
+//!
+//! [`flush_when_idle`] (both, run at the start of every ingest invocation) is what makes every
+//! committed push id reach the queue at least once per attempt it needs.
 //!
 //! Only when a queue is configured: locally the Postgres worker picks pending rows directly.
 
 use crate::ingest::EVENTS_FEED;
-use crate::raw::{PushQueue, QueueError};
+use crate::raw::{PushQueue, QueueError, MAX_DELIVERY_DELAY};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// SQS takes at most 10 messages per `SendMessageBatch`.
 pub const BATCH: usize = 10;
+
+/// How long after its message was sent a row still waiting is sent again: the enrich queue's
+/// visibility timeout (720 s: a message received by an invocation that died comes back after
+/// it) plus a margin. Sending again too early only costs a duplicate message (acked).
+pub const REQUEUE_AFTER: Duration = Duration::from_secs(1200);
 
 /// What a [`flush`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +70,7 @@ pub async fn mark_enqueued(
         .map_err(|source| StoreError::Db { context: "mark push ids enqueued", source })
 }
 
-/// Push events committed but not yet handed to the queue (and still waiting for enrichment).
+/// Push events waiting for enrichment with no message on the queue (new, or put back).
 pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
     let client = pool.get().await?;
     let row = client
@@ -68,11 +87,45 @@ pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
     Ok(row.get(0))
 }
 
-/// Sends up to `limit` un-enqueued push ids, oldest first, in batches of [`BATCH`], and marks
-/// each id the queue took. Each batch is selected `FOR UPDATE SKIP LOCKED` and marked in the
-/// same transaction, so two flushes running at once never send the same rows. Stops at the
-/// first batch with a refusal (the rest wait for the next flush). Rows whose enrichment is
-/// already over (completed or failed) are not sent.
+/// Puts back in the outbox (`enqueued_at` NULL) the rows still waiting for enrichment whose
+/// message went out more than `requeue_after` before they were due (or before `now`, when
+/// they were due earlier): that message is lost. Returns how many rows.
+pub async fn requeue_stale(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    requeue_after: Duration,
+) -> Result<u64, StoreError> {
+    let after = chrono::Duration::from_std(requeue_after).unwrap_or(chrono::Duration::hours(1));
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE push_events SET enqueued_at = NULL
+             WHERE enqueued_at < $1
+               AND ((enrichment_status = 'pending' AND greatest(enqueued_at, next_attempt_at) < $1)
+                    OR (enrichment_status = 'in_progress' AND enqueued_at < $1 AND locked_until <= $2))",
+            &[&(now - after), &now],
+        )
+        .await
+        .map_err(|source| StoreError::Db {
+            context: "requeue stale outbox rows",
+            source,
+        })?;
+    if n > 0 {
+        warn!(
+            rows = n,
+            error_code = "enrich_message_lost",
+            "push events still waiting long after their message was sent; sending them again"
+        );
+    }
+    Ok(n)
+}
+
+/// Sends up to `limit` push ids of the outbox that are due within [`MAX_DELIVERY_DELAY`],
+/// earliest due first, in batches of [`BATCH`], each with a delivery delay until its
+/// `next_attempt_at`, and marks each id the queue took. Each batch is selected
+/// `FOR UPDATE SKIP LOCKED` and marked in the same transaction, so two flushes running at
+/// once never send the same rows. Stops at the first batch with a refusal (the rest wait for
+/// the next flush). Rows whose enrichment is already over (completed or failed) are not sent.
 pub async fn flush(
     pool: &Pool,
     queue: &dyn PushQueue,
@@ -90,14 +143,17 @@ pub async fn flush(
                 context: "begin outbox flush",
                 source,
             })?;
-        let ids: Vec<i64> = tx
+        let horizon = now
+            + chrono::Duration::from_std(MAX_DELIVERY_DELAY).unwrap_or(chrono::Duration::zero());
+        let items: Vec<(i64, Duration)> = tx
             .query(
-                "SELECT push_id FROM push_events
+                "SELECT push_id, next_attempt_at FROM push_events
                  WHERE enqueued_at IS NULL AND enrichment_status IN ('pending', 'in_progress')
-                 ORDER BY created_at, push_id
+                   AND next_attempt_at <= $2
+                 ORDER BY next_attempt_at, push_id
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED",
-                &[&take],
+                &[&take, &horizon],
             )
             .await
             .map_err(|source| StoreError::Db {
@@ -105,16 +161,19 @@ pub async fn flush(
                 source,
             })?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| {
+                let due: DateTime<Utc> = r.get(1);
+                (r.get(0), (due - now).to_std().unwrap_or_default())
+            })
             .collect();
-        if ids.is_empty() {
+        if items.is_empty() {
             tx.commit().await.map_err(|source| StoreError::Db {
                 context: "end outbox flush",
                 source,
             })?;
             break;
         }
-        let sent = queue.send(&ids).await;
+        let sent = queue.send_delayed(&items).await;
         report.batches += 1;
         if !sent.sent.is_empty() {
             tx.execute(
@@ -143,20 +202,21 @@ pub async fn flush(
         info!(
             sent = report.sent,
             batches = report.batches,
-            "outbox: sent push ids left over by earlier invocations"
+            "outbox: sent push ids left over or put back"
         );
     }
     Ok(report)
 }
 
-/// [`flush`], unless an ingest cycle is running right now (it holds the feed's cycle lock):
-/// that cycle is about to send the rows it just committed, and flushing them too would only
-/// send them twice. Returns `None` when it did not flush.
+/// [`requeue_stale`] then [`flush`], unless an ingest cycle is running right now (it holds
+/// the feed's cycle lock): that cycle is about to send the rows it just committed, and
+/// flushing them too would only send them twice. Returns `None` when it did not flush.
 pub async fn flush_when_idle(
     pool: &Pool,
     queue: &dyn PushQueue,
     now: DateTime<Utc>,
     limit: usize,
+    requeue_after: Duration,
 ) -> Result<Option<FlushReport>, StoreError> {
     // The session-level advisory lock `Ingestor::run_cycle` holds on the feed (key
     // `hashtextextended('ghevents:poll:' || feed, 0)`), taken on a connection of its own.
@@ -179,7 +239,10 @@ pub async fn flush_when_idle(
         info!("an ingest cycle is running; the outbox is left to it and the next invocation");
         return Ok(None);
     }
-    let result = flush(pool, queue, now, limit).await;
+    let result = match requeue_stale(pool, now, requeue_after).await {
+        Ok(_) => flush(pool, queue, now, limit).await,
+        Err(e) => Err(e),
+    };
     let unlocked = conn
         .execute(
             "SELECT pg_advisory_unlock(hashtextextended('ghevents:poll:' || $1, 0))",

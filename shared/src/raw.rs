@@ -101,7 +101,18 @@ pub trait PushQueue: Send + Sync {
     /// Sends each id once. A partial failure is not an error of the whole call: the report
     /// says which ids went out.
     async fn send(&self, push_ids: &[i64]) -> SendReport;
+
+    /// Sends each id once, to be delivered after its delay (at most
+    /// [`MAX_DELIVERY_DELAY`]). A queue without delivery delays delivers at once: a message
+    /// for a row not yet due is acked by enrichment and the row goes back to the outbox.
+    async fn send_delayed(&self, items: &[(i64, std::time::Duration)]) -> SendReport {
+        let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
+        self.send(&ids).await
+    }
 }
+
+/// The longest delivery delay a queue message can have (SQS `DelaySeconds`: 15 minutes).
+pub const MAX_DELIVERY_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// An in-memory [`PushQueue`] for tests: keeps every id it accepted, in order, and can be
 /// told to refuse everything or particular ids.

@@ -1,27 +1,33 @@
 //! The enrich Lambda: an SQS batch of `{"push_id": N}` messages → the enrichment service →
 //! an `SqsBatchResponse` naming only the messages that must come back.
 //!
+//! The push event's row is the truth and a message only a nudge: whatever happens to a push
+//! event, its message is acked, and a row that must be tried again is put back in the outbox
+//! (`enqueued_at` NULL, `next_attempt_at` its due time), which sends a new message for that
+//! time (see `ghevents::outbox`). A message never waits on the queue for a budget or a lease,
+//! so no push event is lost to `maxReceiveCount` or to the retention period.
+//!
 //! | outcome | message |
 //! |---|---|
 //! | `Completed`, `Gone`, `AlreadyDone` (a duplicate delivery) | acked |
 //! | `UnknownPushId`, a body that is not `{"push_id": N}` | acked, logged |
 //! | `Failed { retryable: false }` (the row is `failed` for good) | acked, logged |
-//! | `Failed { retryable: true }` | batch item failure: back after the visibility timeout |
-//! | `Deferred { until }` (budget spent) | batch item failure, visible again at `until` (≤ 12 h) |
+//! | `Failed { retryable: true }` (pending again, back in the outbox) | acked |
+//! | `Deferred { until }` (budget spent, pause, another worker's fetch) | acked; row back in the outbox |
+//! | `NotDue { at }` (the message came early: nothing spent) | acked; row back in the outbox |
+//! | `Busy` (another worker holds the row) | acked: that worker finishes it or puts it back |
 //!
 //! An error of the whole service (the database is down) fails the invocation: Lambda then
-//! returns every message of the batch to the queue.
+//! returns every message of the batch to the queue. Should they reach the dead-letter queue,
+//! the rows are still `pending` and the outbox's sweep sends them again.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use chrono::{DateTime, Utc};
-use ghevents::aws::sqs::{push_id_of, queue_url_from_arn, SqsQueue, MAX_VISIBILITY};
+use ghevents::aws::sqs::push_id_of;
 use ghevents::clock::Clock;
 use ghevents::enrich::{EnrichError, Enricher, ItemOutcome};
-use ghevents::raw::QueueError;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::{info, warn};
 
 /// The enrichment service. [`Enricher`] in production.
@@ -37,53 +43,8 @@ impl EnrichPushes for Enricher {
     }
 }
 
-/// Postpones a received message: it becomes visible again after `delay`.
-#[async_trait::async_trait]
-pub trait Postpone: Send + Sync {
-    async fn postpone(
-        &self,
-        queue_arn: &str,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError>;
-}
-
-/// [`Postpone`] with SQS `ChangeMessageVisibility`. The queue is the one the message came
-/// from (its ARN is in the event), unless `queue_url` is given.
-pub struct SqsPostpone {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: Option<String>,
-}
-
-#[async_trait::async_trait]
-impl Postpone for SqsPostpone {
-    async fn postpone(
-        &self,
-        queue_arn: &str,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        let queue_url = self
-            .queue_url
-            .clone()
-            .or_else(|| queue_url_from_arn(queue_arn))
-            .ok_or_else(|| QueueError {
-                context: "ChangeMessageVisibility".into(),
-                message: format!("no queue URL for {queue_arn:?}"),
-                retryable: false,
-            })?;
-        SqsQueue {
-            client: self.client.clone(),
-            queue_url,
-        }
-        .change_visibility(receipt_handle, delay)
-        .await
-    }
-}
-
-pub struct Deps<E, P> {
+pub struct Deps<E> {
     pub enricher: E,
-    pub postpone: P,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -119,23 +80,14 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-/// How long until `until`, capped at SQS's 12 hours (never negative).
-pub fn delay_until(until: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-    (until - now)
-        .to_std()
-        .unwrap_or_default()
-        .min(MAX_VISIBILITY)
-}
-
-pub async fn handler<E: EnrichPushes, P: Postpone>(
-    deps: &Deps<E, P>,
+pub async fn handler<E: EnrichPushes>(
+    deps: &Deps<E>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, HandlerError> {
     let records = event.payload.records;
     let mut response = SqsBatchResponse::default();
-    // (message id, push id, receipt handle, queue ARN) of each usable message.
-    let mut work: Vec<(String, i64, Option<String>, Option<String>)> =
-        Vec::with_capacity(records.len());
+    // (message id, push id) of each usable message.
+    let mut work: Vec<(String, i64)> = Vec::with_capacity(records.len());
     let mut poison = 0usize;
     for r in records {
         let Some(message_id) = r.message_id.clone() else {
@@ -148,7 +100,7 @@ pub async fn handler<E: EnrichPushes, P: Postpone>(
             continue;
         };
         match r.body.as_deref().and_then(push_id_of) {
-            Some(push_id) => work.push((message_id, push_id, r.receipt_handle, r.event_source_arn)),
+            Some(push_id) => work.push((message_id, push_id)),
             None => {
                 // NOTE: acked, not retried: a body that is not {"push_id": N} will never
                 // become one, and retrying it would only move it to the dead-letter queue
@@ -178,13 +130,15 @@ pub async fn handler<E: EnrichPushes, P: Postpone>(
         }
     };
 
-    let now = deps.clock.now();
-    let (mut acked, mut retry, mut deferred) = (0usize, 0usize, 0usize);
-    for (message_id, push_id, receipt, arn) in work {
+    let (mut acked, mut retry, mut requeued) = (0usize, 0usize, 0usize);
+    for (message_id, push_id) in work {
         match outcomes.get(&push_id) {
-            Some(ItemOutcome::Completed | ItemOutcome::Gone | ItemOutcome::AlreadyDone) => {
-                acked += 1
-            }
+            Some(
+                ItemOutcome::Completed
+                | ItemOutcome::Gone
+                | ItemOutcome::AlreadyDone
+                | ItemOutcome::Busy,
+            ) => acked += 1,
             Some(ItemOutcome::UnknownPushId) => {
                 // NOTE: acked, not retried: no push event has this id (the row was never
                 // committed, or the message is stray); retrying cannot create it.
@@ -204,26 +158,18 @@ pub async fn handler<E: EnrichPushes, P: Postpone>(
                 retryable: true,
                 error,
             }) => {
-                retry += 1;
-                info!(message_id = %message_id, push_id, error = %error, "enrichment attempt failed; the message comes back");
-                response.add_failure(message_id);
+                // NOTE: acked: the row is pending again and back in the outbox, which sends a
+                // new message when it is due.
+                requeued += 1;
+                info!(message_id = %message_id, push_id, error = %error, "enrichment attempt failed; the outbox sends it again when due");
             }
             Some(ItemOutcome::Deferred { until }) => {
-                deferred += 1;
-                let delay = delay_until(*until, now);
-                match (receipt.as_deref(), arn.as_deref()) {
-                    (Some(receipt), Some(arn)) => {
-                        if let Err(e) = deps.postpone.postpone(arn, receipt, delay).await {
-                            // Still reported as failed: it comes back after the queue's
-                            // visibility timeout instead.
-                            warn!(message_id = %message_id, push_id, error = %e, error_code = "postpone_failed", "could not postpone the message");
-                        }
-                    }
-                    _ => {
-                        warn!(message_id = %message_id, push_id, error_code = "postpone_failed", "no receipt handle or queue ARN to postpone with")
-                    }
-                }
-                response.add_failure(message_id);
+                requeued += 1;
+                info!(message_id = %message_id, push_id, until = %until, "enrichment deferred; the outbox sends it again when due");
+            }
+            Some(ItemOutcome::NotDue { at }) => {
+                requeued += 1;
+                info!(message_id = %message_id, push_id, due = %at, "message before its push event is due; the outbox sends it again then");
             }
             None => {
                 retry += 1;
@@ -234,30 +180,7 @@ pub async fn handler<E: EnrichPushes, P: Postpone>(
     }
     info!(
         push_ids = ids.len(),
-        acked, poison, retry, deferred, "enrich batch"
+        acked, poison, retry, requeued, "enrich batch"
     );
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn deferral_delays_are_capped_at_twelve_hours_and_never_negative() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
-        assert_eq!(
-            delay_until(now + chrono::Duration::seconds(90), now),
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            delay_until(now + chrono::Duration::days(2), now),
-            Duration::from_secs(12 * 3600)
-        );
-        assert_eq!(
-            delay_until(now - chrono::Duration::seconds(5), now),
-            Duration::ZERO
-        );
-    }
 }

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use ghevents::app::App;
-use ghevents::aws::{init_tracing, sqs_client, LambdaEnv};
+use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
-use ghevents_enrich::{handler, Deps, SqsPostpone};
+use ghevents_enrich::{handler, Deps};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
 
@@ -21,12 +21,6 @@ async fn main() -> Result<(), Error> {
         .context("connecting to Postgres")?;
     let deps = Deps {
         enricher: app.enricher(),
-        // Deferred messages are postponed on the queue they came from (their ARN), unless
-        // ENRICH_QUEUE_URL names it.
-        postpone: SqsPostpone {
-            client: sqs_client(&env.sdk),
-            queue_url: env.config.enrich_queue_url.clone(),
-        },
         clock: app.clock.clone(),
     };
     lambda_runtime::run(service_fn(|event| handler(&deps, event))).await

@@ -2,7 +2,9 @@
 //! one ingest cycle.
 //!
 //! - Outbox first: push ids committed by an earlier invocation but never handed to the queue
-//!   (it crashed or the queue failed after the commit) are sent now.
+//!   (it crashed or the queue failed after the commit), and those enrichment put back for a
+//!   later attempt, are sent when due (with a delivery delay); rows whose message was lost
+//!   long ago are sent again (see `ghevents::outbox`).
 //! - Then one [`Ingestor::run_cycle`]. `NotDue`, `Busy` and `RateLimited` are successful
 //!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
 //!   `Retryable` or `NonRetryable`. Either way the next schedule tick continues where the
@@ -56,6 +58,9 @@ pub struct Outbox {
     pub pool: Pool,
     pub queue: Arc<dyn PushQueue>,
     pub limit: usize,
+    /// A row still waiting this long after its message was sent is sent again
+    /// ([`outbox::REQUEUE_AFTER`]: more than the queue's visibility timeout).
+    pub requeue_after: std::time::Duration,
 }
 
 /// What the handler borrows; built once per container.
@@ -124,8 +129,14 @@ pub async fn handler<C: IngestCycle>(
 
     let flushed = match &deps.outbox {
         Some(o) => {
-            match outbox::flush_when_idle(&o.pool, o.queue.as_ref(), deps.clock.now(), o.limit)
-                .await
+            match outbox::flush_when_idle(
+                &o.pool,
+                o.queue.as_ref(),
+                deps.clock.now(),
+                o.limit,
+                o.requeue_after,
+            )
+            .await
             {
                 Ok(report) => report.unwrap_or_default(),
                 Err(e) => {

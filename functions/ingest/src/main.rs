@@ -27,6 +27,7 @@ async fn main() -> Result<(), Error> {
             pool: app.pool.clone(),
             queue,
             limit: OUTBOX_FLUSH_LIMIT,
+            requeue_after: ghevents::outbox::REQUEUE_AFTER,
         }),
         clock: app.clock.clone(),
         metrics: Arc::new(Stdout),

@@ -1,8 +1,9 @@
 //! The enrichment queue in SQS: push ids go out with `SendMessageBatch` (at most 10 per
-//! call), one message per id, body `{"push_id": N}`.
+//! call), one message per id, body `{"push_id": N}`, optionally with a `DelaySeconds` (the
+//! outbox sends a deferred row for its due time, at most 15 minutes ahead).
 
 use super::{sdk_error_retryable, sdk_error_text};
-use crate::raw::{PushQueue, QueueError, SendReport};
+use crate::raw::{PushQueue, QueueError, SendReport, MAX_DELIVERY_DELAY};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,9 +11,6 @@ use tracing::warn;
 
 /// SQS's limit of entries per `SendMessageBatch`.
 pub const MAX_BATCH: usize = 10;
-
-/// SQS's limit for a message's visibility timeout.
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -31,6 +29,14 @@ pub fn push_id_of(body: &str) -> Option<i64> {
         serde_json::Value::Object(m) => m.get("push_id")?.as_i64(),
         _ => None,
     }
+}
+
+/// `DelaySeconds` for a delivery delay: whole seconds rounded up (a message never arrives
+/// before its row is due), at most [`MAX_DELIVERY_DELAY`]; `None` for no delay.
+pub fn delay_seconds(delay: Duration) -> Option<i32> {
+    let capped = delay.min(MAX_DELIVERY_DELAY);
+    let secs = capped.as_secs() + u64::from(capped.subsec_nanos() > 0);
+    (secs > 0).then(|| i32::try_from(secs).unwrap_or(900))
 }
 
 /// The URL of the queue an ARN names (`arn:aws:sqs:REGION:ACCOUNT:NAME` →
@@ -54,17 +60,21 @@ pub fn queue_url_from_arn(arn: &str) -> Option<String> {
 }
 
 impl SqsQueue {
-    async fn send_batch(&self, ids: &[i64]) -> SendReport {
-        let entries: Vec<SendMessageBatchRequestEntry> = ids
+    async fn send_batch(&self, items: &[(i64, Duration)]) -> SendReport {
+        let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
+        let ids = ids.as_slice();
+        let entries: Vec<SendMessageBatchRequestEntry> = items
             .iter()
             .enumerate()
-            .map(|(i, id)| {
-                SendMessageBatchRequestEntry::builder()
+            .map(|(i, (id, delay))| {
+                let mut entry = SendMessageBatchRequestEntry::builder()
                     // Unique within the batch (an id may appear twice in a caller's list).
                     .id(format!("m{i}"))
-                    .message_body(message_body(*id))
-                    .build()
-                    .expect("id and body are set")
+                    .message_body(message_body(*id));
+                if let Some(secs) = delay_seconds(*delay) {
+                    entry = entry.delay_seconds(secs);
+                }
+                entry.build().expect("id and body are set")
             })
             .collect();
         let out = match self
@@ -134,35 +144,18 @@ impl SqsQueue {
         }
         report
     }
-
-    /// Makes a received message visible again after `delay` (capped at SQS's 12 hours).
-    pub async fn change_visibility(
-        &self,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
-        let secs = i32::try_from(delay.min(MAX_VISIBILITY).as_secs()).unwrap_or(i32::MAX);
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError {
-                context: format!("ChangeMessageVisibility {}", self.queue_url),
-                message: sdk_error_text(&e),
-                retryable: sdk_error_retryable(&e),
-            })
-    }
 }
 
 #[async_trait::async_trait]
 impl PushQueue for SqsQueue {
     async fn send(&self, push_ids: &[i64]) -> SendReport {
+        let items: Vec<(i64, Duration)> = push_ids.iter().map(|id| (*id, Duration::ZERO)).collect();
+        self.send_delayed(&items).await
+    }
+
+    async fn send_delayed(&self, items: &[(i64, Duration)]) -> SendReport {
         let mut report = SendReport::default();
-        let mut chunks = push_ids.chunks(MAX_BATCH);
+        let mut chunks = items.chunks(MAX_BATCH);
         for chunk in chunks.by_ref() {
             let r = self.send_batch(chunk).await;
             let whole_call_failed = r.sent.is_empty() && r.failed.len() == chunk.len();
@@ -173,7 +166,7 @@ impl PushQueue for SqsQueue {
         }
         // After a call failed outright (the SDK's retries included), the rest is not tried:
         // it waits in the outbox for the next flush.
-        let rest: Vec<i64> = chunks.flatten().copied().collect();
+        let rest: Vec<i64> = chunks.flatten().map(|(id, _)| *id).collect();
         if !rest.is_empty() {
             let err = report.first_error().cloned().unwrap_or_else(|| QueueError {
                 context: format!("SendMessageBatch {}", self.queue_url),
@@ -208,6 +201,15 @@ mod tests {
         ] {
             assert_eq!(push_id_of(poison), None, "{poison}");
         }
+    }
+
+    #[test]
+    fn delays_round_up_to_whole_seconds_and_stop_at_fifteen_minutes() {
+        assert_eq!(delay_seconds(Duration::ZERO), None);
+        assert_eq!(delay_seconds(Duration::from_millis(1)), Some(1));
+        assert_eq!(delay_seconds(Duration::from_millis(30_500)), Some(31));
+        assert_eq!(delay_seconds(Duration::from_secs(900)), Some(900));
+        assert_eq!(delay_seconds(Duration::from_secs(86_400)), Some(900));
     }
 
     #[test]

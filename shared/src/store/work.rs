@@ -1,6 +1,10 @@
 //! The enrichment work queue: push events move `pending → in_progress → completed | failed`.
 //! An `in_progress` row carries a lease (`locked_until`); a worker that dies leaves rows that
 //! another takes over once the lease has passed.
+//!
+//! The row is the truth; a queue message only says "look at this row". Whenever a row goes
+//! back to `pending` (deferred, or a failed attempt) it also goes back to the outbox
+//! (`enqueued_at` NULL), so the outbox sends a new message for its `next_attempt_at`.
 
 use super::{Ctx, StoreError};
 use chrono::{DateTime, Utc};
@@ -64,12 +68,15 @@ pub enum Claim {
     Claimed(WorkItem),
     /// Completed or failed already.
     Done,
-    /// Another worker holds a live lease on it.
+    /// Another worker holds a live lease on it (or another transaction a lock).
     Busy,
+    /// Pending, but not due before this time: nothing may be spent on it yet.
+    NotDue(DateTime<Utc>),
     Unknown,
 }
 
-/// Claims these push ids whatever their `next_attempt_at` (a queue message asks for them).
+/// Claims those of these push ids that are due (a queue message asks for them; a message
+/// can arrive before its row is due, e.g. a duplicate, or after the row was deferred again).
 pub async fn claim_ids(
     pool: &Pool,
     ids: &[i64],
@@ -81,7 +88,8 @@ pub async fn claim_ids(
         "WITH c AS (
             SELECT push_id FROM push_events
             WHERE push_id = ANY($1)
-              AND (enrichment_status = 'pending' OR (enrichment_status = 'in_progress' AND locked_until <= $2))
+              AND ((enrichment_status = 'pending' AND next_attempt_at <= $2)
+                   OR (enrichment_status = 'in_progress' AND locked_until <= $2))
             FOR UPDATE SKIP LOCKED)
          UPDATE push_events p SET enrichment_status = 'in_progress', locked_until = $3
          FROM c WHERE p.push_id = c.push_id {RETURNING}"
@@ -102,17 +110,18 @@ pub async fn claim_ids(
     if !rest.is_empty() {
         for r in client
             .query(
-                "SELECT push_id, enrichment_status FROM push_events WHERE push_id = ANY($1)",
+                "SELECT push_id, enrichment_status, next_attempt_at FROM push_events WHERE push_id = ANY($1)",
                 &[&rest],
             )
             .await
             .ctx("read statuses")?
         {
             let status: &str = r.get(1);
-            let claim = if status == "completed" || status == "failed" {
-                Claim::Done
-            } else {
-                Claim::Busy
+            let due: DateTime<Utc> = r.get(2);
+            let claim = match status {
+                "completed" | "failed" => Claim::Done,
+                "pending" if due > now => Claim::NotDue(due),
+                _ => Claim::Busy,
             };
             out.insert(r.get(0), claim);
         }
@@ -136,12 +145,14 @@ pub async fn complete(pool: &Pool, ids: &[i64], now: DateTime<Utc>) -> Result<()
     Ok(())
 }
 
-/// Back to pending until `until`, without counting an attempt (the budget said wait).
+/// Back to pending until `until`, without counting an attempt (the budget said wait), and
+/// back to the outbox.
 pub async fn defer(pool: &Pool, ids: &[i64], until: DateTime<Utc>) -> Result<(), StoreError> {
     pool.get()
         .await?
         .execute(
-            "UPDATE push_events SET enrichment_status = 'pending', next_attempt_at = $2, locked_until = NULL
+            "UPDATE push_events SET enrichment_status = 'pending', next_attempt_at = $2, locked_until = NULL,
+                enqueued_at = NULL
              WHERE push_id = ANY($1) AND enrichment_status = 'in_progress'",
             &[&ids, &until],
         )
@@ -150,8 +161,8 @@ pub async fn defer(pool: &Pool, ids: &[i64], until: DateTime<Utc>) -> Result<(),
     Ok(())
 }
 
-/// Counts a failed attempt: pending again at `retry_at`, or `failed` once `max_attempts` is
-/// reached. Returns whether the row is now `failed`.
+/// Counts a failed attempt: pending again at `retry_at` (and back to the outbox), or `failed`
+/// once `max_attempts` is reached. Returns whether the row is now `failed`.
 pub async fn fail_attempt(
     pool: &Pool,
     id: i64,
@@ -165,7 +176,7 @@ pub async fn fail_attempt(
         .query_opt(
             "UPDATE push_events SET attempts = attempts + 1, last_error = $2, locked_until = NULL,
                 enrichment_status = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END,
-                next_attempt_at = $3
+                next_attempt_at = $3, enqueued_at = NULL
              WHERE push_id = $1 AND enrichment_status = 'in_progress'
              RETURNING enrichment_status",
             &[&id, &error, &retry_at, &max_attempts],
@@ -173,6 +184,25 @@ pub async fn fail_attempt(
         .await
         .ctx("record failed attempt")?;
     Ok(row.is_some_and(|r| r.get::<_, &str>(0) == "failed"))
+}
+
+/// Puts pending rows that are not due yet back to the outbox: a message arrived for them too
+/// early (or twice), and is acked; the outbox sends one for their time.
+pub async fn back_to_outbox(
+    pool: &Pool,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE push_events SET enqueued_at = NULL
+             WHERE push_id = ANY($1) AND enrichment_status = 'pending' AND next_attempt_at > $2",
+            &[&ids, &now],
+        )
+        .await
+        .ctx("put work back to the outbox")?;
+    Ok(())
 }
 
 /// When the next pending row falls due, if any.
@@ -188,4 +218,67 @@ pub async fn next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>, StoreError> 
         .await
         .ctx("next due")?
         .get(0))
+}
+
+/// The pause of all enrichment (see [`pause`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pause {
+    pub until: DateTime<Utc>,
+    /// Pauses in a row without a successful request in between.
+    pub strikes: i32,
+}
+
+/// The current pause of all enrichment, if one was ever set and not cleared.
+pub async fn current_pause(pool: &Pool) -> Result<Option<Pause>, StoreError> {
+    Ok(pool
+        .get()
+        .await?
+        .query_opt("SELECT until, strikes FROM enrichment_pause", &[])
+        .await
+        .ctx("read enrichment pause")?
+        .map(|r| Pause {
+            until: r.get(0),
+            strikes: r.get(1),
+        }))
+}
+
+/// Pauses all enrichment: until `now + first · 2^strikes` (at most `now + longest`), counting
+/// a strike only when the last pause had ended (several workers failing at once count once).
+/// Returns the end of the pause.
+pub async fn pause(
+    pool: &Pool,
+    now: DateTime<Utc>,
+    first: std::time::Duration,
+    longest: std::time::Duration,
+    reason: &str,
+) -> Result<DateTime<Utc>, StoreError> {
+    let first = first.as_secs_f64();
+    let longest = longest.as_secs_f64().max(first);
+    Ok(pool
+        .get()
+        .await?
+        .query_one(
+            "INSERT INTO enrichment_pause AS p (until, strikes, reason, updated_at)
+             VALUES ($1::timestamptz + make_interval(secs => $2::float8), 1, $4::text, $1)
+             ON CONFLICT (singleton) DO UPDATE SET
+                strikes = CASE WHEN p.until > $1 THEN p.strikes ELSE p.strikes + 1 END,
+                until = greatest(p.until, $1 + make_interval(secs =>
+                    least($2 * power(2, least(CASE WHEN p.until > $1 THEN p.strikes - 1 ELSE p.strikes END, 30)), $3::float8))),
+                reason = EXCLUDED.reason, updated_at = $1
+             RETURNING until",
+            &[&now, &first, &longest, &reason],
+        )
+        .await
+        .ctx("pause enrichment")?
+        .get(0))
+}
+
+/// A request succeeded after a pause: the next pause starts short again.
+pub async fn clear_pause(pool: &Pool, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute("DELETE FROM enrichment_pause WHERE until <= $1", &[&now])
+        .await
+        .ctx("clear enrichment pause")?;
+    Ok(())
 }
