@@ -362,3 +362,62 @@ async fn status_reports_budget_poll_and_rows_as_json() {
     assert_eq!(code, 0);
     assert!(text.contains("42/60 remaining"), "{text}");
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_page_in_hand_releases_what_it_holds_and_exits_0() {
+    let db = TestDb::new().await;
+    let gh = ReplayServer::start(Arc::new(SystemClock)).await;
+    let ids: Vec<i64> = (1..=100).collect();
+    gh.push(
+        "/events",
+        events_page(&ids, "W/\"a\"", 59, 4102444800, None).delay(Duration::from_secs(2)),
+    );
+    let child = ghevents(
+        &db,
+        &["run", "--no-enrich"],
+        &[("GITHUB_API_URL", gh.url.as_str())],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // SIGTERM while page 1 is on its way (what systemd, Docker or ECS send to stop it).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while gh.received().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the first request went out");
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ghevents stops by itself")
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM github_events").await,
+        100,
+        "the page in hand is stored"
+    );
+    assert_eq!(
+        db.count("SELECT coalesce(sum(in_flight), 0)::bigint FROM rate_limit_state")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            .await,
+        0,
+        "the feed lock is released"
+    );
+}

@@ -9,6 +9,7 @@ use ghevents::clock::{Clock, SystemClock};
 use ghevents::config::{Config, LogFormat};
 use ghevents::import::{import_file, ImportSummary, Progress};
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
+use ghevents::raw::ObjectReader;
 use ghevents::store;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ enum Command {
         once: bool,
     },
     /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget, and
-    /// enrich new push events beside it. Ctrl-C finishes the page in hand and exits.
+    /// enrich new push events beside it. Ctrl-C or SIGTERM finishes the page in hand and
+    /// exits 0.
     Run {
         /// Poll only; leave enrichment to another worker.
         #[arg(long)]
@@ -61,6 +63,40 @@ enum Command {
     },
     /// Rate budget, last poll, ETag age and rows per status.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Data-quality report; exit 1 when a check finds something wrong.
+    Check {
+        #[arg(long)]
+        json: bool,
+        /// Raw objects checked for existence (S3 mode), at most.
+        #[arg(long, default_value_t = 100)]
+        s3_sample: u32,
+        /// A push event still pending this long after it was enqueued is stale (90s, 5m, 1h, 2d).
+        #[arg(long, default_value = "1h", value_parser = ghevents::check::parse_duration)]
+        stale_after: chrono::Duration,
+        /// How long past its lease an in_progress row may stay.
+        #[arg(long, default_value = "1m", value_parser = ghevents::check::parse_duration)]
+        lease_grace: chrono::Duration,
+    },
+    /// Rebuild structured rows from the stored raw payloads with the current parser.
+    Reparse {
+        /// Only events of this type (e.g. PushEvent).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only events created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events created before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        /// Milliseconds to pause after each batch (throttles a run on a busy database).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
         #[arg(long)]
         json: bool,
     },
@@ -142,12 +178,43 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enrich { once: false } => {
-            let stop = stop_on_ctrl_c();
+            let stop = stop_on_signal()?;
             app.enricher().run_loop(stop).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { files, batch_size } => import(&app, &files, batch_size.max(1)).await,
         Command::Status { json } => status(&app, json).await,
+        Command::Check {
+            json,
+            s3_sample,
+            stale_after,
+            lease_grace,
+        } => {
+            let opts = ghevents::check::CheckOptions {
+                s3_sample,
+                stale_after,
+                lease_grace,
+                ..Default::default()
+            };
+            check(&app, &opts, json).await
+        }
+        Command::Reparse {
+            event_type,
+            since,
+            until,
+            batch_size,
+            pause_ms,
+            json,
+        } => {
+            let opts = ghevents::reparse::ReparseOptions {
+                event_type,
+                since,
+                until,
+                batch_size: batch_size.max(1),
+                pause: Duration::from_millis(pause_ms),
+            };
+            reparse(&app, &opts, json).await
+        }
     }
 }
 
@@ -170,23 +237,57 @@ fn cycle_line(s: &CycleSummary) -> String {
     )
 }
 
-/// A stop signal set by the first Ctrl-C; a second one exits at once.
-fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+/// A stop signal set by the first Ctrl-C or SIGTERM (what `kill`, systemd and container
+/// runtimes send); a second one exits at once. Until then the page in hand is finished and
+/// what was claimed is released, so nothing waits for a lease to expire.
+fn stop_on_signal() -> Result<tokio::sync::watch::Receiver<bool>> {
     let (tx, stop) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("ghevents: stopping after the page in hand (Ctrl-C again to abort)");
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+        let first = signals.next().await;
+        eprintln!("ghevents: {first}: stopping after the page in hand (again to abort)");
+        let _ = tx.send(true);
+        let second = signals.next().await;
+        eprintln!("ghevents: {second}: aborting");
+        std::process::exit(130);
+    });
+    Ok(stop)
+}
+
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = self.term.recv() => "SIGTERM",
             }
         }
-    });
-    stop
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }
 
 async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
-    let stop = stop_on_ctrl_c();
+    let stop = stop_on_signal()?;
     // Enrichment runs beside ingest, never in its way: its failures are logged, not fatal.
     let enricher = enrich.then(|| {
         let enricher = app.enricher();
@@ -349,4 +450,143 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         t(counts.oldest_pending_push_at)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The raw object store (S3) when `RAW_PAYLOAD_BUCKET` names one, for reading payloads back.
+async fn object_reader(config: &Config) -> Option<ghevents::aws::s3::S3Objects> {
+    let bucket = config.raw_payload_bucket.clone()?;
+    let sdk = ghevents::aws::sdk_config().await;
+    Some(ghevents::aws::s3::S3Objects {
+        client: ghevents::aws::s3_client(&sdk),
+        bucket,
+    })
+}
+
+async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> Result<ExitCode> {
+    let objects = object_reader(&app.config).await;
+    let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
+    let report = ghevents::check::run_checks(&app.pool, reader, opts, app.clock.now()).await?;
+    if json {
+        let v = serde_json::json!({
+            "healthy": report.is_healthy(),
+            "problems": report.problems(),
+            "checked_at": report.checked_at,
+            "checks": report.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for c in &report.checks {
+            let state = match (c.ok(), c.skipped) {
+                (false, _) => "FAIL",
+                (true, true) => "skip",
+                (true, false) => "ok",
+            };
+            print!("{state:4} {}: {}", c.name, c.count);
+            if !c.examples.is_empty() {
+                print!(" (e.g. {})", c.examples.join(", "));
+            }
+            println!(" — {}", c.description);
+            for (reason, r) in &c.by_reason {
+                println!(
+                    "       {reason}: {} (e.g. {})",
+                    r.count,
+                    r.examples.join(", ")
+                );
+            }
+            if let Some(n) = &c.note {
+                println!("       note: {n}");
+            }
+        }
+        if report.is_healthy() {
+            println!("healthy");
+        } else {
+            println!("unhealthy: {} problems", report.problems());
+        }
+    }
+    Ok(if report.is_healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn reparse(
+    app: &App,
+    opts: &ghevents::reparse::ReparseOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    use ghevents::reparse::{count_events, ReparseProgress};
+    let progress = Arc::new(ReparseProgress::default());
+    let bar = if std::io::stderr().is_terminal() {
+        let total = count_events(&app.pool, opts).await?;
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "reparse [{bar:30}] {pos}/{len} events, {rate} events/s, ETA {eta}",
+            )
+            .expect("valid template")
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", s.per_sec());
+                },
+            )
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let ticker = bar.clone().map(|bar| {
+        let p = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(p.events.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    // Without a bucket, events stored out of line are counted as unreadable and left as they are.
+    let objects = object_reader(&app.config).await;
+    let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
+    let result =
+        ghevents::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let s = result.context("reparsing")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "reparse {}: events={} batches={} push_rows={} push_rows_new={} status_changed={} parse_failed={} unreadable={} resumed_after={} seconds={:.2} events_per_sec={:.0}",
+            s.params,
+            s.events,
+            s.batches,
+            s.push_rows,
+            s.push_rows_new,
+            s.status_changed,
+            s.parse_failed,
+            s.unreadable_total(),
+            s.resumed_after.map_or("-".into(), |id| id.to_string()),
+            s.seconds,
+            s.events_per_sec,
+        );
+        for (reason, u) in &s.unreadable {
+            let ids: Vec<String> = u.examples.iter().map(i64::to_string).collect();
+            println!(
+                "  unreadable, {reason}: {} (e.g. events {})",
+                u.count,
+                ids.join(", ")
+            );
+        }
+    }
+    Ok(if s.unreadable_total() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -7,7 +7,7 @@ use crate::enrich::{EnrichOptions, Enricher};
 use crate::github::{identity_of, GithubClient, GithubConfig};
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::raw::{InlineRaw, PushQueue, RawStore};
-use crate::store::{self, PgBudget, StoreError};
+use crate::store::{self, CredentialSource, PgBudget, PoolOptions, StoreError};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
@@ -31,14 +31,34 @@ pub struct App {
 }
 
 impl App {
-    /// Connects (lazily) and applies pending migrations.
+    /// Connects (lazily) and applies pending migrations unless `MIGRATE_ON_START=false`.
+    /// `pool_size` applies when `DB_POOL_SIZE` is unset.
     pub async fn start(
         config: Config,
         clock: Arc<dyn Clock>,
         pool_size: usize,
     ) -> Result<Self, WiringError> {
-        let pool = store::pool(config.require_database_url()?, pool_size)?;
-        store::migrate(&pool).await?;
+        Self::start_with(config, clock, pool_size, None).await
+    }
+
+    /// [`App::start`] with a source to read the database credentials from again when the
+    /// server refuses them (a rotated secret).
+    pub async fn start_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        pool_size: usize,
+        credentials: Option<Arc<dyn CredentialSource>>,
+    ) -> Result<Self, WiringError> {
+        let options = PoolOptions {
+            credentials,
+            ..PoolOptions::new(config.db_pool_size.unwrap_or(pool_size))
+        };
+        let pool = store::pool_with(config.require_database_url()?, &options)?;
+        if config.migrate_on_start {
+            store::migrate(&pool).await?;
+        } else {
+            tracing::info!("MIGRATE_ON_START=false: pending migrations are not applied here");
+        }
         Self::with_pool(config, pool, clock)
     }
 

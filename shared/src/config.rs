@@ -1,6 +1,6 @@
 //! Configuration, read once at start from the environment. A bad value names its variable.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,8 @@ pub enum RawPayloadStore {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: Option<String>,
+    /// Holds the password: a secret, so `Debug` never prints it.
+    pub database_url: Option<SecretString>,
     pub github_api_url: String,
     pub github_token: Option<SecretString>,
     pub log_format: LogFormat,
@@ -41,6 +42,10 @@ pub struct Config {
     pub raw_payload_bucket: Option<String>,
     pub raw_payload_prefix: String,
     pub enrich_queue_url: Option<String>,
+    /// `DB_POOL_SIZE`: connections per process; unset, each binary's own default.
+    pub db_pool_size: Option<usize>,
+    /// `MIGRATE_ON_START` (default true): apply pending migrations when a process starts.
+    pub migrate_on_start: bool,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -81,7 +86,7 @@ impl Config {
             ));
         }
         Ok(Self {
-            database_url: get("DATABASE_URL"),
+            database_url: get("DATABASE_URL").map(SecretString::from),
             github_api_url,
             github_token: get("GITHUB_TOKEN").map(SecretString::from),
             log_format,
@@ -92,12 +97,21 @@ impl Config {
             raw_payload_bucket,
             raw_payload_prefix: get("RAW_PAYLOAD_PREFIX").unwrap_or_else(|| "raw/".into()),
             enrich_queue_url: get("ENRICH_QUEUE_URL"),
+            db_pool_size: match get("DB_POOL_SIZE") {
+                None => None,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => return Err(invalid("DB_POOL_SIZE", &v, "expected a number >= 1")),
+                },
+            },
+            migrate_on_start: boolean(get, "MIGRATE_ON_START", true)?,
         })
     }
 
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {
         self.database_url
-            .as_deref()
+            .as_ref()
+            .map(|u| u.expose_secret())
             .ok_or(ConfigError::Missing("DATABASE_URL"))
     }
 
@@ -116,6 +130,17 @@ fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
         name,
         value: value.to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+fn boolean(get: Lookup<'_>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(invalid(name, &v, "expected true or false")),
+        },
     }
 }
 
@@ -139,7 +164,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -156,10 +180,27 @@ mod tests {
         assert_eq!(c.github_api_url, "https://api.github.com");
         assert_eq!((c.ingest_reserve, c.enrich_max_attempts), (20, 5));
         assert_eq!(c.default_rate_limit(), 60);
+        assert_eq!((c.db_pool_size, c.migrate_on_start), (None, true));
         assert!(matches!(
             c.require_database_url(),
             Err(ConfigError::Missing("DATABASE_URL"))
         ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password_or_the_token() {
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://app:hunter2@db:5432/app"),
+            ("GITHUB_TOKEN", "ghp_topsecret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("ghp_topsecret"), "{shown}");
+        assert_eq!(
+            c.require_database_url().unwrap(),
+            "postgres://app:hunter2@db:5432/app"
+        );
     }
 
     #[test]
@@ -168,6 +209,21 @@ mod tests {
         assert!(e.starts_with("INGEST_RESERVE=\"lots\" is invalid"), "{e}");
         let e = cfg(&[("RAW_PAYLOAD_STORE", "s3")]).unwrap_err().to_string();
         assert_eq!(e, "RAW_PAYLOAD_BUCKET is not set");
+    }
+
+    #[test]
+    fn pool_size_and_migrations_at_start_are_configurable() {
+        let c = cfg(&[("DB_POOL_SIZE", "5"), ("MIGRATE_ON_START", "false")]).unwrap();
+        assert_eq!((c.db_pool_size, c.migrate_on_start), (Some(5), false));
+        let e = cfg(&[("DB_POOL_SIZE", "0")]).unwrap_err().to_string();
+        assert!(e.starts_with("DB_POOL_SIZE=\"0\" is invalid"), "{e}");
+        let e = cfg(&[("MIGRATE_ON_START", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("MIGRATE_ON_START=\"maybe\" is invalid"),
+            "{e}"
+        );
     }
 
     #[test]

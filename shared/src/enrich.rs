@@ -23,6 +23,7 @@
 
 use crate::budget::Purpose;
 use crate::clock::{sleep_or_stop, Clock};
+use crate::deadline::Deadline;
 use crate::github::{self, Fetched, GithubClient, GithubError};
 use crate::store::cache::{self, Kind};
 use crate::store::work::{self, Claim, WorkItem};
@@ -52,6 +53,10 @@ pub struct EnrichOptions {
     pub pause_first: Duration,
     /// The longest such pause (they double while the failures go on).
     pub pause_longest: Duration,
+    /// Under a deadline, the time that must be left to start on another name; the push
+    /// events of names not started go back to pending. `None`: the GitHub client's deadline
+    /// reserve plus its longest attempt.
+    pub deadline_margin: Option<Duration>,
 }
 
 impl Default for EnrichOptions {
@@ -65,6 +70,7 @@ impl Default for EnrichOptions {
             wait_for_other_fetch: Duration::from_secs(10),
             pause_first: Duration::from_secs(60),
             pause_longest: Duration::from_secs(900),
+            deadline_margin: None,
         }
     }
 }
@@ -144,6 +150,16 @@ impl Enricher {
         &self,
         ids: &[i64],
     ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+        self.process_push_ids_before(ids, Deadline::NONE).await
+    }
+
+    /// [`Enricher::process_push_ids`] that ends before `deadline`: what it has no time for
+    /// is `Deferred` until now, its rows pending again.
+    pub async fn process_push_ids_before(
+        &self,
+        ids: &[i64],
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         let now = self.clock.now();
         let claims = work::claim_ids(&self.pool, ids, now, now + self.lease()).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -165,15 +181,26 @@ impl Enricher {
             work::back_to_outbox(&self.pool, &early, now).await?;
         }
         items.dedup_by_key(|i| i.push_id);
-        out.extend(self.process(items).await?);
+        out.extend(self.process(items, deadline).await?);
         Ok(out)
     }
 
     /// The Postgres path: claims due work in batches until none is due or the budget is spent.
     pub async fn drain(&self) -> Result<DrainSummary, EnrichError> {
+        self.drain_until(None).await
+    }
+
+    /// [`Enricher::drain`] that claims no further batch once `stop` is set.
+    pub async fn drain_until(
+        &self,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<DrainSummary, EnrichError> {
         let mut s = DrainSummary::default();
         let before = self.github.requests_sent();
         loop {
+            if stop.is_some_and(|s| *s.borrow()) {
+                break;
+            }
             let now = self.clock.now();
             let items =
                 work::claim_due(&self.pool, now, now + self.lease(), self.options.batch_size)
@@ -182,7 +209,7 @@ impl Enricher {
                 break;
             }
             s.batches += 1;
-            for (_, outcome) in self.process(items).await? {
+            for (_, outcome) in self.process(items, Deadline::NONE).await? {
                 match outcome {
                     ItemOutcome::Completed => s.completed += 1,
                     ItemOutcome::Gone => s.gone += 1,
@@ -230,7 +257,7 @@ impl Enricher {
             if *stop.borrow() {
                 return Ok(());
             }
-            let summary = match self.drain().await {
+            let summary = match self.drain_until(Some(&stop)).await {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, error_code = "enrich_store", "enrichment drain failed; retrying later");
@@ -265,10 +292,18 @@ impl Enricher {
         chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::Duration::minutes(5))
     }
 
-    async fn process(&self, items: Vec<WorkItem>) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+    async fn process(
+        &self,
+        items: Vec<WorkItem>,
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let margin = self
+            .options
+            .deadline_margin
+            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         // One request per login / repository name (GitHub ignores their case); several ids can
         // share one (a name deleted and taken again), and the answer's id says which it is.
         let mut wanted: BTreeMap<(Kind, String), (String, BTreeSet<i64>)> = BTreeMap::new();
@@ -301,7 +336,15 @@ impl Enricher {
                             .map(|id| ((kind, *id), Entity::Deferred(until)))
                             .collect());
                     }
-                    let found = self.ensure(kind, &name, &ids, answered).await?;
+                    if !deadline.allows(margin) {
+                        // No time for it in this invocation: pending again, due at once.
+                        let now = self.clock.now();
+                        return Ok(ids
+                            .iter()
+                            .map(|id| ((kind, *id), Entity::Deferred(now)))
+                            .collect());
+                    }
+                    let found = self.ensure(kind, &name, &ids, answered, deadline).await?;
                     for e in found.values() {
                         if let Entity::Deferred(until) = e {
                             let mut d = deferred.lock().expect("lock");
@@ -394,6 +437,7 @@ impl Enricher {
         name: &str,
         ids: &BTreeSet<i64>,
         answered: &AtomicBool,
+        deadline: Deadline,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let started = tokio::time::Instant::now();
         loop {
@@ -404,7 +448,7 @@ impl Enricher {
             // The lease outlives a request with all its retries.
             let until = now + chrono::Duration::minutes(5);
             if cache::take_fetch_lease(&self.pool, kind, name, now, until).await? {
-                let result = self.fetch_leased(kind, name, ids, answered).await;
+                let result = self.fetch_leased(kind, name, ids, answered, deadline).await;
                 cache::release_fetch_lease(&self.pool, kind, name).await?;
                 return result;
             }
@@ -465,6 +509,7 @@ impl Enricher {
         name: &str,
         ids: &BTreeSet<i64>,
         answered: &AtomicBool,
+        deadline: Deadline,
     ) -> Result<HashMap<i64, Entity>, EnrichError> {
         let mut out = HashMap::with_capacity(ids.len());
         let mut by_name = BTreeSet::new();
@@ -481,7 +526,9 @@ impl Enricher {
             }
         }
         if !by_name.is_empty() {
-            let (found, lost) = self.fetch_by_name(kind, name, &by_name, answered).await?;
+            let (found, lost) = self
+                .fetch_by_name(kind, name, &by_name, answered, deadline)
+                .await?;
             out.extend(found);
             by_id.extend(lost);
         }
@@ -494,7 +541,7 @@ impl Enricher {
             });
             let e = match wait {
                 Some(u) => Entity::Deferred(u),
-                None => self.fetch_by_id(kind, id, name, answered).await?,
+                None => self.fetch_by_id(kind, id, name, answered, deadline).await?,
             };
             out.insert(id, e);
         }
@@ -510,6 +557,7 @@ impl Enricher {
         name: &str,
         ids: &BTreeSet<i64>,
         answered: &AtomicBool,
+        deadline: Deadline,
     ) -> Result<(HashMap<i64, Entity>, Vec<i64>), EnrichError> {
         let mut held = Vec::new();
         for id in ids {
@@ -524,10 +572,11 @@ impl Enricher {
         let path = match path {
             Ok(p) => p,
             Err(e) => {
-                return Ok(ids
+                let refused = ids
                     .iter()
                     .map(|id| (*id, Entity::Refused(e.to_string())))
-                    .collect())
+                    .collect();
+                return Ok((refused, Vec::new()));
             }
         };
         // Revalidate what we hold (the newest entry that is not gone).
@@ -536,7 +585,10 @@ impl Enricher {
             .filter(|(_, e)| !e.gone)
             .max_by_key(|(_, e)| e.fetched_at)
             .and_then(|(_, e)| e.etag.as_deref());
-        let answer = self.github.get(&path, etag, Purpose::Enrich).await;
+        let answer = self
+            .github
+            .get_before(&path, etag, Purpose::Enrich, deadline)
+            .await;
         let now = self.clock.now();
         if answer.is_ok() {
             answered.store(true, Ordering::Relaxed);
@@ -622,12 +674,16 @@ impl Enricher {
         id: i64,
         name: &str,
         answered: &AtomicBool,
+        deadline: Deadline,
     ) -> Result<Entity, EnrichError> {
         let path = match kind {
             Kind::Actor => format!("/user/{id}"),
             Kind::Repo => format!("/repositories/{id}"),
         };
-        let answer = self.github.get(&path, None, Purpose::Enrich).await;
+        let answer = self
+            .github
+            .get_before(&path, None, Purpose::Enrich, deadline)
+            .await;
         let now = self.clock.now();
         if answer.is_ok() {
             answered.store(true, Ordering::Relaxed);
@@ -671,6 +727,8 @@ impl Enricher {
     ) -> Result<Entity, EnrichError> {
         Ok(match e.wait_until() {
             Some(until) => Entity::Deferred(until),
+            // Cut short by the deadline: not an attempt of the push event's.
+            None if matches!(e, GithubError::DeadlineReached { .. }) => Entity::Deferred(now),
             None if is_global(&e) => {
                 let until = work::pause(
                     &self.pool,

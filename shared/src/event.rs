@@ -82,6 +82,26 @@ pub enum Parsed {
     Failed(EventRow, ParseError),
 }
 
+impl PushRow {
+    /// What the push updated, from its ref: see [`ref_type_of`].
+    pub fn ref_type(&self) -> Option<&'static str> {
+        ref_type_of(self.git_ref.as_deref())
+    }
+}
+
+/// `branch` for `refs/heads/*`, `tag` for `refs/tags/*`, `other` for any other ref; `None`
+/// when there is no ref.
+pub fn ref_type_of(git_ref: Option<&str>) -> Option<&'static str> {
+    let r = git_ref?;
+    Some(if r.starts_with("refs/heads/") {
+        "branch"
+    } else if r.starts_with("refs/tags/") {
+        "tag"
+    } else {
+        "other"
+    })
+}
+
 impl Parsed {
     pub fn event(&self) -> &EventRow {
         match self {
@@ -392,6 +412,18 @@ mod tests {
         };
         assert_eq!(e.org_id, Some(1005263));
         assert_eq!(e.public, Some(true));
+    }
+
+    #[test]
+    fn ref_type_names_branches_tags_and_the_rest() {
+        assert_eq!(ref_type_of(Some("refs/heads/main")), Some("branch"));
+        assert_eq!(ref_type_of(Some("refs/heads/feature/x")), Some("branch"));
+        assert_eq!(ref_type_of(Some("refs/tags/v1.0")), Some("tag"));
+        assert_eq!(ref_type_of(Some("refs/notes/commits")), Some("other"));
+        assert_eq!(ref_type_of(Some("main")), Some("other"));
+        assert_eq!(ref_type_of(Some("refs/heads")), Some("other"));
+        assert_eq!(ref_type_of(None), None);
+        assert_eq!(push(FULL_2015).ref_type(), Some("branch"));
     }
 
     #[test]

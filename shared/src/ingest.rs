@@ -10,10 +10,14 @@
 //!   holding an event already stored, unless the previous cycle did not complete (then a
 //!   stored event proves nothing about the pages after it);
 //! - the ETag is kept only when the whole cycle completed;
-//! - one cycle per feed at a time across processes (advisory lock).
+//! - one cycle per feed at a time across processes (advisory lock);
+//! - under a deadline (a Lambda invocation), a page is only started while the margin is left,
+//!   and a request cut by the deadline ends the cycle as `deadline_reached` (incomplete, its
+//!   stored pages kept, the next cycle walks on).
 
 use crate::budget::Purpose;
 use crate::clock::{sleep_or_stop, Clock};
+use crate::deadline::Deadline;
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::plan::{self, Binds, FeedRate, Plan, PlanInput};
@@ -49,6 +53,9 @@ pub struct IngestOptions {
     pub fill: u32,
     /// A poll paced on a quiet feed waits no longer than this.
     pub max_poll_gap: Duration,
+    /// Under a deadline, the time that must be left to start a page. `None`: the GitHub
+    /// client's deadline reserve plus its longest attempt (10 s + 40 s by default).
+    pub deadline_margin: Option<Duration>,
 }
 
 impl Default for IngestOptions {
@@ -61,6 +68,7 @@ impl Default for IngestOptions {
             rate_window: Duration::from_secs(3600),
             fill: 90,
             max_poll_gap: Duration::from_secs(300),
+            deadline_margin: None,
         }
     }
 }
@@ -81,6 +89,9 @@ pub enum Outcome {
     RateLimited,
     /// A page could not be fetched or stored; pages before it are kept.
     Failed,
+    /// The invocation's deadline came too close: the cycle ended, incomplete, after the pages
+    /// it stored.
+    DeadlineReached,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,19 +208,28 @@ impl Ingestor {
     /// Runs one cycle. Rate limits and "not due yet" are successful outcomes; a failed page
     /// is an error (the summary is recorded in `poll_state` either way).
     pub async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
+        self.run_cycle_before(Deadline::NONE).await
+    }
+
+    /// [`Ingestor::run_cycle`] that ends before `deadline` (see [`IngestOptions::deadline_margin`]).
+    pub async fn run_cycle_before(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
         let feed = EVENTS_FEED;
         let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await?
         else {
             info!(feed, "another process is polling this feed; nothing to do");
             return Ok(CycleSummary::new(Outcome::Busy));
         };
-        let result = self.cycle_locked(feed).await;
+        let result = self.cycle_locked(feed, deadline).await;
         lock.release().await?;
         result
     }
 
     /// One cycle: plan → fetch and store → record.
-    async fn cycle_locked(&self, feed: &str) -> Result<CycleSummary, IngestError> {
+    async fn cycle_locked(
+        &self,
+        feed: &str,
+        deadline: Deadline,
+    ) -> Result<CycleSummary, IngestError> {
         let now = self.clock.now();
         let state = PollState::load(&self.pool, feed).await?;
         if let Some(due) = state.next_poll_at.filter(|d| *d > now) {
@@ -235,7 +255,7 @@ impl Ingestor {
                 true,
             )
             .await;
-        let walk = self.walk(feed, &state, &plan, incomplete).await?;
+        let walk = self.walk(feed, &state, &plan, incomplete, deadline).await?;
         self.record(feed, &state, walk).await
     }
 
@@ -316,7 +336,12 @@ impl Ingestor {
         state: &PollState,
         plan: &Plan,
         incomplete: bool,
+        deadline: Deadline,
     ) -> Result<Walk, IngestError> {
+        let margin = self
+            .options
+            .deadline_margin
+            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         let started = self.clock.now();
         let requests_before = self.github.requests_sent();
         let cycle_label = started.format("%Y%m%dT%H%M%S%.3fZ").to_string();
@@ -353,12 +378,25 @@ impl Ingestor {
                         w.completed = false;
                         break;
                     }
+                    if !deadline.allows(margin) {
+                        info!(
+                            feed,
+                            page,
+                            left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
+                            "deadline near: ending the cycle before this page"
+                        );
+                        w.summary.outcome = Outcome::DeadlineReached;
+                        w.completed = false;
+                        break;
+                    }
                     let etag = if page == 1 && !incomplete {
                         state.etag.as_deref()
                     } else {
                         None
                     };
-                    self.github.get(&target, etag, Purpose::Ingest).await
+                    self.github
+                        .get_before(&target, etag, Purpose::Ingest, deadline)
+                        .await
                 }
             };
             let Some((body, next)) = w.accept(feed, page, &target, fetched) else {
@@ -390,13 +428,15 @@ impl Ingestor {
             // page holds no event stored before (a look-up, not a whole page's store).
             let prefetch = match next.as_deref() {
                 None => false,
+                // Too close to the deadline to start it: the next turn ends the cycle.
+                Some(_) if !deadline.allows(margin) => false,
                 Some(_) if page < plan.pages || incomplete => true,
                 Some(_) => !self.holds_stored_event(&items, &this_cycle).await,
             };
             let stored = match next.as_deref().filter(|_| prefetch) {
                 Some(n) => {
                     let (f, stored) = tokio::join!(
-                        self.github.get(n, None, Purpose::Ingest),
+                        self.github.get_before(n, None, Purpose::Ingest, deadline),
                         self.store_page(&items, page, &cycle_label, &mut w.summary)
                     );
                     prefetched = Some(f);
@@ -711,6 +751,12 @@ impl Walk {
     ) -> Option<(bytes::Bytes, Option<String>)> {
         let fetched = match fetched {
             Ok(f) => f,
+            Err(GithubError::DeadlineReached { .. }) => {
+                info!(feed, page, "deadline near: request cut short, cycle ends");
+                self.summary.outcome = Outcome::DeadlineReached;
+                self.completed = false;
+                return None;
+            }
             Err(e) if e.wait_until().is_some() => {
                 let s = &mut self.summary;
                 s.outcome = Outcome::RateLimited;
@@ -786,5 +832,6 @@ pub fn outcome_str(o: Outcome) -> &'static str {
         Outcome::Busy => "busy",
         Outcome::RateLimited => "rate_limited",
         Outcome::Failed => "failed",
+        Outcome::DeadlineReached => "deadline_reached",
     }
 }

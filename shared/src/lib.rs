@@ -6,8 +6,10 @@ pub mod app;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod budget;
+pub mod check;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod enrich;
 pub mod event;
 pub mod github;
@@ -16,5 +18,6 @@ pub mod ingest;
 pub mod outbox;
 pub mod plan;
 pub mod raw;
+pub mod reparse;
 pub mod sanitize;
 pub mod store;

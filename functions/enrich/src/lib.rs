@@ -24,6 +24,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ghevents::aws::sqs::push_id_of;
 use ghevents::clock::Clock;
+use ghevents::deadline::Deadline;
 use ghevents::enrich::{EnrichError, Enricher, ItemOutcome};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::collections::HashMap;
@@ -33,13 +34,22 @@ use tracing::{info, warn};
 /// The enrichment service. [`Enricher`] in production.
 #[async_trait::async_trait]
 pub trait EnrichPushes: Send + Sync {
-    async fn process_push_ids(&self, ids: &[i64]) -> Result<Vec<(i64, ItemOutcome)>, EnrichError>;
+    /// Ends before `deadline`; what it had no time for comes back `Deferred`.
+    async fn process_push_ids(
+        &self,
+        ids: &[i64],
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError>;
 }
 
 #[async_trait::async_trait]
 impl EnrichPushes for Enricher {
-    async fn process_push_ids(&self, ids: &[i64]) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
-        Enricher::process_push_ids(self, ids).await
+    async fn process_push_ids(
+        &self,
+        ids: &[i64],
+        deadline: Deadline,
+    ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
+        Enricher::process_push_ids_before(self, ids, deadline).await
     }
 }
 
@@ -84,6 +94,8 @@ pub async fn handler<E: EnrichPushes>(
     deps: &Deps<E>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, HandlerError> {
+    // Every wait of this invocation ends before the function's timeout.
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     let records = event.payload.records;
     let mut response = SqsBatchResponse::default();
     // (message id, push id) of each usable message.
@@ -118,7 +130,7 @@ pub async fn handler<E: EnrichPushes>(
     let outcomes: HashMap<i64, ItemOutcome> = if ids.is_empty() {
         HashMap::new()
     } else {
-        match deps.enricher.process_push_ids(&ids).await {
+        match deps.enricher.process_push_ids(&ids, deadline).await {
             Ok(v) => v.into_iter().collect(),
             Err(source) => {
                 warn!(error = %source, count = ids.len(), error_code = "enrich_batch_failed", "enrichment failed for the whole batch");

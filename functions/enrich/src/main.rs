@@ -8,17 +8,26 @@ use ghevents_enrich::{handler, Deps};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
 
+/// Connections per container unless `DB_POOL_SIZE` says otherwise.
+const POOL_SIZE: usize = 2;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let env = LambdaEnv::load()
         .await
         .context("reading configuration and secrets")?;
-    // One small pool per container, kept across invocations; broken connections are replaced.
-    // Pending migrations are applied here, once, under an advisory lock.
-    let app = App::start(env.config.clone(), Arc::new(SystemClock), 4)
-        .await
-        .context("connecting to Postgres")?;
+    // One small pool per container, kept across invocations; connections are checked on
+    // checkout and the database secret is read again if Postgres refuses it (rotation).
+    // Pending migrations are applied here, under an advisory lock, unless MIGRATE_ON_START=false.
+    let app = App::start_with(
+        env.config.clone(),
+        Arc::new(SystemClock),
+        POOL_SIZE,
+        env.db_credentials.clone(),
+    )
+    .await
+    .context("connecting to Postgres")?;
     let deps = Deps {
         enricher: app.enricher(),
         clock: app.clock.clone(),

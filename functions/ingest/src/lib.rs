@@ -5,10 +5,14 @@
 //!   (it crashed or the queue failed after the commit), and those enrichment put back for a
 //!   later attempt, are sent when due (with a delivery delay); rows whose message was lost
 //!   long ago are sent again (see `ghevents::outbox`).
-//! - Then one [`Ingestor::run_cycle`]. `NotDue`, `Busy` and `RateLimited` are successful
+//! - Then one [`Ingestor::run_cycle_before`] the invocation's deadline (`Context::deadline`).
+//!   `NotDue`, `Busy`, `RateLimited` and `DeadlineReached` are successful
 //!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
 //!   `Retryable` or `NonRetryable`. Either way the next schedule tick continues where the
 //!   cycle stopped (stored pages are kept).
+//! - A one-off invocation with the payload `{"ghevents": "migrate"}` applies pending
+//!   migrations and does nothing else (see [`dispatch`]); with `MIGRATE_ON_START=false` that
+//!   is the only place the functions migrate.
 //! - Every successful invocation prints one CloudWatch Embedded Metric Format line on stdout
 //!   (namespace `ghevents`, `IngestCycleSuccess`, dimension `FunctionName`); see [`emf_line`].
 
@@ -16,9 +20,11 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use ghevents::clock::Clock;
+use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
 use ghevents::outbox::{self, FlushReport};
 use ghevents::raw::PushQueue;
+use ghevents::store::{self, StoreError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use std::sync::Arc;
@@ -27,16 +33,17 @@ use tracing::{info, warn};
 /// Un-enqueued push ids sent per invocation at most (the rest wait for the next one).
 pub const OUTBOX_FLUSH_LIMIT: usize = 1000;
 
-/// One ingest cycle. [`Ingestor`] in production; tests may stand in anything.
+/// One ingest cycle, ended before `deadline`. [`Ingestor`] in production; tests may stand
+/// in anything.
 #[async_trait::async_trait]
 pub trait IngestCycle: Send + Sync {
-    async fn run_cycle(&self) -> Result<CycleSummary, IngestError>;
+    async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError>;
 }
 
 #[async_trait::async_trait]
 impl IngestCycle for Ingestor {
-    async fn run_cycle(&self) -> Result<CycleSummary, IngestError> {
-        Ingestor::run_cycle(self).await
+    async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
+        Ingestor::run_cycle_before(self, deadline).await
     }
 }
 
@@ -91,12 +98,18 @@ pub enum HandlerError {
         #[source]
         source: IngestError,
     },
+    #[error("migrations failed: {0}")]
+    Migrate(#[source] StoreError),
+    #[error("unexpected payload: {0}")]
+    Payload(String),
 }
 
 impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             HandlerError::Cycle { retryable, .. } => *retryable,
+            HandlerError::Migrate(e) => e.is_retryable(),
+            HandlerError::Payload(_) => false,
         }
     }
 }
@@ -120,11 +133,48 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
+/// Every invocation of the function: `{"ghevents": "migrate"}` applies pending migrations on
+/// `pool` and answers `{"outcome": "migrated", "applied": N}`; anything else must be the
+/// schedule's event and goes to [`handler`].
+pub async fn dispatch<C: IngestCycle>(
+    deps: &Deps<C>,
+    pool: &Pool,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, HandlerError> {
+    let (payload, context) = event.into_parts();
+    if let Some(command) = payload.get("ghevents") {
+        return match command.as_str() {
+            Some("migrate") => {
+                info!(request_id = %context.request_id, "migrate invocation");
+                let applied = store::migrate(pool).await.map_err(|e| {
+                    warn!(error = %e, error_code = "migrate_failed", "migrations failed");
+                    HandlerError::Migrate(e)
+                })?;
+                info!(applied, "migrations applied");
+                Ok(serde_json::json!({ "outcome": "migrated", "applied": applied }))
+            }
+            // NOTE: not retried: an unknown command stays unknown.
+            _ => Err(HandlerError::Payload(format!(
+                "unknown command {command} (expected \"migrate\")"
+            ))),
+        };
+    }
+    let scheduled: EventBridgeEvent = serde_json::from_value(payload).map_err(|e| {
+        HandlerError::Payload(format!(
+            "neither a scheduled event nor {{\"ghevents\": \"migrate\"}}: {e}"
+        ))
+    })?;
+    let response = handler(deps, LambdaEvent::new(scheduled, context)).await?;
+    serde_json::to_value(&response).map_err(|e| HandlerError::Payload(e.to_string()))
+}
+
 pub async fn handler<C: IngestCycle>(
     deps: &Deps<C>,
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<Response, HandlerError> {
     let scheduled_at = event.payload.time;
+    // Every wait of this invocation ends before the function's timeout.
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     info!(request_id = %event.context.request_id, scheduled_at = ?scheduled_at, source = %event.payload.source, "ingest invocation");
 
     let flushed = match &deps.outbox {
@@ -149,7 +199,7 @@ pub async fn handler<C: IngestCycle>(
         None => FlushReport::default(),
     };
 
-    match deps.cycle.run_cycle().await {
+    match deps.cycle.run_cycle(deadline).await {
         Ok(summary) => {
             deps.metrics.emit(&emf_line(
                 &deps.function_name,

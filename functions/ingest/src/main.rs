@@ -4,9 +4,12 @@ use anyhow::Context;
 use ghevents::app::App;
 use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
-use ghevents_ingest::{handler, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
+use ghevents_ingest::{dispatch, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
+
+/// Connections per container unless `DB_POOL_SIZE` says otherwise.
+const POOL_SIZE: usize = 2;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,11 +17,17 @@ async fn main() -> Result<(), Error> {
     let env = LambdaEnv::load()
         .await
         .context("reading configuration and secrets")?;
-    // One small pool per container, kept across invocations; broken connections are replaced.
-    // Pending migrations are applied here, once, under an advisory lock.
-    let app = App::start(env.config.clone(), Arc::new(SystemClock), 3)
-        .await
-        .context("connecting to Postgres")?;
+    // One small pool per container, kept across invocations; connections are checked on
+    // checkout and the database secret is read again if Postgres refuses it (rotation).
+    // Pending migrations are applied here, under an advisory lock, unless MIGRATE_ON_START=false.
+    let app = App::start_with(
+        env.config.clone(),
+        Arc::new(SystemClock),
+        POOL_SIZE,
+        env.db_credentials.clone(),
+    )
+    .await
+    .context("connecting to Postgres")?;
     let queue = env.push_queue();
     let (_keep_running, stop) = tokio::sync::watch::channel(false);
     let deps = Deps {
@@ -34,5 +43,6 @@ async fn main() -> Result<(), Error> {
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
             .unwrap_or_else(|_| "ingest".into()),
     };
-    lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
+    let pool = app.pool.clone();
+    lambda_runtime::run(service_fn(|event| dispatch(&deps, &pool, event))).await
 }

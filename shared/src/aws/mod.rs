@@ -11,6 +11,7 @@ pub mod sqs;
 
 use crate::config::{Config, RawPayloadStore};
 use crate::raw::{ObjectRaw, PushQueue, RawStore};
+use crate::store::CredentialSource;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -53,6 +54,9 @@ pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
 pub struct LambdaEnv {
     pub config: Config,
     pub sdk: SdkConfig,
+    /// When the database URL came from `DATABASE_SECRET_ARN`: that secret, read again when
+    /// Postgres refuses the credentials (rotation).
+    pub db_credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +74,20 @@ impl LambdaEnv {
         let mut config = Config::from_env()?;
         let sdk = sdk_config().await;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        secrets::resolve(
-            &mut config,
-            &aws_sdk_secretsmanager::Client::new(&sdk),
-            &env,
-        )
-        .await?;
-        Ok(Self { config, sdk })
+        let client = aws_sdk_secretsmanager::Client::new(&sdk);
+        let from_secret = config.database_url.is_none();
+        secrets::resolve(&mut config, &client, &env).await?;
+        let db_credentials = env("DATABASE_SECRET_ARN")
+            .filter(|_| from_secret)
+            .map(|arn| {
+                Arc::new(secrets::SecretsManagerCredentials { client, arn })
+                    as Arc<dyn CredentialSource>
+            });
+        Ok(Self {
+            config,
+            sdk,
+            db_credentials,
+        })
     }
 
     /// The S3 raw store when `RAW_PAYLOAD_STORE=s3`, else `None` (inline JSONB).

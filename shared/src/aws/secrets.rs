@@ -1,4 +1,6 @@
-//! Secrets Manager: the database credentials and the GitHub token, read once at cold start.
+//! Secrets Manager: the database credentials and the GitHub token, read at cold start. The
+//! database secret is read again whenever Postgres refuses the credentials (RDS rotated the
+//! password): see [`SecretsManagerCredentials`].
 //!
 //! - `DATABASE_URL` set: used as is. Else `DATABASE_SECRET_ARN`: a JSON secret with `username`,
 //!   `password` and optionally `host`, `port`, `dbname` (the shape RDS writes); `DB_HOST`,
@@ -10,6 +12,7 @@
 
 use super::{sdk_error_retryable, sdk_error_text};
 use crate::config::Config;
+use crate::store::{CredentialSource, DbCredentials};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
@@ -50,7 +53,7 @@ pub async fn resolve(
     if config.database_url.is_none() {
         if let Some(arn) = env("DATABASE_SECRET_ARN") {
             let json = secret_string(client, "DATABASE_SECRET_ARN", &arn).await?;
-            config.database_url = Some(database_url(&json, env)?);
+            config.database_url = Some(database_url(&json, env)?.into());
             tracing::info!(secret = %arn, "database credentials read from Secrets Manager");
         }
     }
@@ -82,6 +85,50 @@ async fn secret_string(
     out.secret_string.ok_or_else(|| SecretsError::NotAString {
         variable,
         arn: arn.to_owned(),
+    })
+}
+
+/// The database secret, read again on demand by the pool's connector when Postgres refuses
+/// the credentials it holds.
+pub struct SecretsManagerCredentials {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub arn: String,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for SecretsManagerCredentials {
+    async fn current(&self) -> Result<DbCredentials, String> {
+        let json = secret_string(&self.client, "DATABASE_SECRET_ARN", &self.arn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let creds = credentials_of(&json).map_err(|e| e.to_string())?;
+        tracing::info!(secret = %self.arn, "database credentials read again from Secrets Manager");
+        Ok(creds)
+    }
+}
+
+/// The user name and password of a database secret (JSON).
+pub fn credentials_of(secret_json: &str) -> Result<DbCredentials, SecretsError> {
+    let bad = |reason: String| SecretsError::Database {
+        variable: "DATABASE_SECRET_ARN",
+        reason,
+    };
+    let v: Value = serde_json::from_str(secret_json).map_err(|e| {
+        bad(format!(
+            "not a JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let field = |name: &str| match v.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    Ok(DbCredentials {
+        user: field("username").ok_or_else(|| bad("no \"username\"".into()))?,
+        password: SecretString::from(
+            field("password").ok_or_else(|| bad("no \"password\"".into()))?,
+        ),
     })
 }
 
@@ -176,6 +223,13 @@ mod tests {
         assert_eq!(cfg.get_password(), Some("p@ss:w/rd?#%&= é".as_bytes()));
         assert_eq!(cfg.get_user(), Some("ghevents"));
         assert_eq!(cfg.get_dbname(), Some("ghevents"));
+        let c = credentials_of(secret).unwrap();
+        assert_eq!(c.user, "ghevents");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&c.password),
+            "p@ss:w/rd?#%&= é"
+        );
+        assert!(!format!("{c:?}").contains("p@ss"));
     }
 
     #[test]

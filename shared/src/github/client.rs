@@ -1,13 +1,14 @@
 use super::headers::{self, RateInfo};
 use crate::budget::{Budget, BudgetError, Denied, Observation, Purpose};
 use crate::clock::Clock;
+use crate::deadline::Deadline;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -38,6 +39,9 @@ pub struct GithubConfig {
     pub read_timeout: Duration,
     pub max_body_bytes: usize,
     pub retry: RetryPolicy,
+    /// Kept back from a deadline: no attempt nor backoff runs into it, so the caller has
+    /// this long to release what it claimed and record where it stopped.
+    pub deadline_reserve: Duration,
 }
 
 impl Default for GithubConfig {
@@ -49,6 +53,7 @@ impl Default for GithubConfig {
             read_timeout: Duration::from_secs(20),
             max_body_bytes: 32 * 1024 * 1024,
             retry: RetryPolicy::default(),
+            deadline_reserve: Duration::from_secs(10),
         }
     }
 }
@@ -124,6 +129,8 @@ pub enum GithubError {
     InvalidName { kind: &'static str, name: String },
     #[error(transparent)]
     Budget(#[from] BudgetError),
+    #[error("not enough time left before the deadline to request {path}")]
+    DeadlineReached { path: String },
 }
 
 impl GithubError {
@@ -161,6 +168,7 @@ impl GithubError {
             GithubError::ForeignUrl { .. } => "foreign_url",
             GithubError::InvalidName { .. } => "invalid_name",
             GithubError::Budget(_) => "budget_store",
+            GithubError::DeadlineReached { .. } => "deadline_reached",
         }
     }
 
@@ -181,7 +189,12 @@ pub struct GithubClient {
     retry: RetryPolicy,
     max_body: usize,
     sent: AtomicU64,
+    attempt_timeout: Duration,
+    deadline_reserve: Duration,
 }
+
+/// No attempt is started with less time than this for it.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 impl GithubClient {
     pub fn new(
@@ -219,11 +232,23 @@ impl GithubClient {
             retry: cfg.retry,
             max_body: cfg.max_body_bytes,
             sent: AtomicU64::new(0),
+            attempt_timeout: cfg.read_timeout * 2,
+            deadline_reserve: cfg.deadline_reserve,
         })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The longest one attempt may take (connection, headers and body).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    /// What a deadline keeps back for the caller (see [`GithubConfig::deadline_reserve`]).
+    pub fn deadline_reserve(&self) -> Duration {
+        self.deadline_reserve
     }
 
     /// Requests sent so far by this client (retries included).
@@ -238,6 +263,20 @@ impl GithubClient {
         target: &str,
         etag: Option<&str>,
         purpose: Purpose,
+    ) -> Result<Fetched, GithubError> {
+        self.get_before(target, etag, purpose, Deadline::NONE).await
+    }
+
+    /// [`GithubClient::get`], finished before `deadline` less the reserve: each attempt's
+    /// timeout is capped to what is left, a retry only waits when an attempt still fits after
+    /// its backoff, and [`GithubError::DeadlineReached`] says the time ran out (the budget
+    /// unit of a cut attempt is settled like any request that got no headers).
+    pub async fn get_before(
+        &self,
+        target: &str,
+        etag: Option<&str>,
+        purpose: Purpose,
+        deadline: Deadline,
     ) -> Result<Fetched, GithubError> {
         let url = if target.starts_with("http://") || target.starts_with("https://") {
             if !target.starts_with(&format!("{}/", self.base)) {
@@ -256,14 +295,33 @@ impl GithubClient {
             .with_max_delay(self.retry.max_delay)
             .with_max_times(self.retry.max_retries)
             .with_jitter();
-        (|| async {
+        let out_of_time = AtomicBool::new(false);
+        let result = (|| async {
             let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-            self.attempt(&url, etag, purpose, n).await
+            self.attempt(&url, etag, purpose, n, deadline).await
         })
         .retry(backoff)
         .when(GithubError::is_transient)
+        .adjust(|_, wait| {
+            let wait = wait?;
+            if deadline.allows(wait + MIN_ATTEMPT + self.deadline_reserve) {
+                Some(wait)
+            } else {
+                out_of_time.store(true, Ordering::SeqCst);
+                None
+            }
+        })
         .notify(|e, wait| warn!(error_code = e.code(), error = %e, retry_in_ms = wait.as_millis() as u64, "GitHub request failed; retrying"))
-        .await
+        .await;
+        match result {
+            Err(e) if e.is_transient() && out_of_time.load(Ordering::SeqCst) => {
+                warn!(error_code = e.code(), error = %e, "GitHub request failed; no time left to retry before the deadline");
+                Err(GithubError::DeadlineReached {
+                    path: path_of(&url),
+                })
+            }
+            other => other,
+        }
     }
 
     async fn attempt(
@@ -272,12 +330,19 @@ impl GithubClient {
         etag: Option<&str>,
         purpose: Purpose,
         attempt: usize,
+        deadline: Deadline,
     ) -> Result<Fetched, GithubError> {
         let path = path_of(url);
+        let timeout = deadline.cap(self.attempt_timeout, self.deadline_reserve);
+        if timeout < MIN_ATTEMPT {
+            return Err(GithubError::DeadlineReached { path });
+        }
+        // Cut by the deadline rather than by the configured timeout.
+        let cut = |e: &reqwest::Error| e.is_timeout() && timeout < self.attempt_timeout;
         if let Err(denied) = self.budget.acquire(purpose, self.clock.now()).await? {
             return Err(GithubError::BudgetDenied(denied));
         }
-        let mut req = self.http.get(url);
+        let mut req = self.http.get(url).timeout(timeout);
         if let Some(auth) = &self.auth {
             req = req.header(http::header::AUTHORIZATION, auth.clone());
         }
@@ -297,6 +362,9 @@ impl GithubClient {
                     Observation::NoHeaders
                 };
                 self.budget.observe(obs, self.clock.now()).await?;
+                if cut(&source) {
+                    return Err(GithubError::DeadlineReached { path });
+                }
                 return Err(GithubError::Transport {
                     path,
                     attempts: attempt,
@@ -319,6 +387,9 @@ impl GithubClient {
             }
             Err(ReadError::Http(source)) => {
                 self.observe_ordinary(rate.clone(), now).await?;
+                if cut(&source) {
+                    return Err(GithubError::DeadlineReached { path });
+                }
                 return Err(GithubError::Transport {
                     path,
                     attempts: attempt,

@@ -84,12 +84,12 @@ RETURNING event_id";
 
 const INSERT_PUSHES: &str = "
 INSERT INTO push_events (push_id, event_id, repo_id, repo_name, actor_id, actor_login, ref, head, before,
-    size, distinct_size, commit_count, created_at, next_attempt_at)
+    size, distinct_size, commit_count, created_at, ref_type, next_attempt_at)
 SELECT u.* , $14::timestamptz
 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::timestamptz[])
+    $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::timestamptz[], $15::text[])
     AS u(push_id, event_id, repo_id, repo_name, actor_id, actor_login, ref, head, before,
-         size, distinct_size, commit_count, created_at)
+         size, distinct_size, commit_count, created_at, ref_type)
 ON CONFLICT DO NOTHING
 RETURNING push_id";
 
@@ -417,6 +417,7 @@ async fn insert_rows(
         let distinct: Vec<Option<i32>> = pushes.iter().map(|p| p.distinct_size).collect();
         let counts: Vec<Option<i32>> = pushes.iter().map(|p| p.commit_count).collect();
         let created: Vec<DateTime<Utc>> = pushes.iter().map(|p| p.created_at).collect();
+        let ref_types: Vec<Option<&str>> = pushes.iter().map(|p| p.ref_type()).collect();
         let stored = tx
             .query(
                 INSERT_PUSHES,
@@ -435,6 +436,7 @@ async fn insert_rows(
                     &counts,
                     &created,
                     &now,
+                    &ref_types,
                 ],
             )
             .await
