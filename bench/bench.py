@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """ghevents benchmarks (run them through bench/run.sh, which builds the release binaries first).
 
-capture    `ghevents run` against github-sim replaying both 2015-01-01 hours: a busy feed (more
-           events per poll than a page holds) and a quiet one; new events stored per /events
-           request, duplicates, violations, requests by status, 304s and what they cost.
+capture    `ghevents run` against github-sim replaying both 2015-01-01 hours, one run per feed of
+           --feeds (events/s, seconds, X-Poll-Interval, anonymous budget or a token): new events
+           stored per /events request, the share of the feed captured against its ceiling
+           min(1, budget x 100 / events released), duplicates, violations, requests by status.
 import     `ghevents import` of a generated file of >= 200,000 events into a fresh database,
            against `psql \\copy` of the same lines into a bare jsonb table, in the same run.
 footprint  peak RSS and wall time of one `ghevents ingest --once` storing 300 events.
@@ -29,6 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
 DEFAULT_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+# Busy feeds against 60 requests a minute and X-Poll-Interval 1 (50 events/s: the budget
+# could read it all; 120 and 300: it cannot), and one against a token's budget with
+# X-Poll-Interval 60 (the interval binds).
+DEFAULT_FEEDS = "50:60:1,120:60:1,300:45:1,3:125:60:token"
 COPY_OPTIONS = "with (format csv, quote e'\\x01', delimiter e'\\x02')"
 
 
@@ -161,14 +166,37 @@ def boundary_gaps(cycles, gaps_ms):
     return between, within
 
 
-def capture(a, name, rate, secs):
+def parse_feed(spec):
+    """`RATE:SECS[:POLL_INTERVAL[:token]]` → a feed to capture."""
+    parts = spec.split(":")
+    if not 2 <= len(parts) <= 4 or (len(parts) == 4 and parts[3] != "token"):
+        raise argparse.ArgumentTypeError(f"feed {spec!r}: RATE:SECS[:POLL_INTERVAL[:token]]")
+    rate, secs = float(parts[0]), int(parts[1])
+    poll = int(parts[2]) if len(parts) > 2 else None
+    token = len(parts) == 4
+    rate_s = f"{rate:g}"
+    return {"name": f"{rate_s}{'-token' if token else ''}", "rate": rate, "secs": secs, "poll_interval": poll, "token": token}
+
+
+def capture(a, feed):
+    name, rate, secs, token = feed["name"], feed["rate"], feed["secs"], feed["token"]
+    poll_interval = feed["poll_interval"] or a.poll_interval
+    # A token has GitHub's hour-long window of 5000; anonymous, the compressed --window/--limit.
+    window, limit = (3600, a.token_limit) if token else (a.window, a.limit)
+    if not token and secs < window:
+        # A run shorter than the window gets the same budget per second in a window as long
+        # as the run, so that the budget it could spend is the one the ceiling counts.
+        window, limit = secs, max(1, round(limit * secs / window))
     files = [a.data_dir / "gharchive" / f"2015-01-01-{h}.json.gz" for h in (0, 1)]
-    db = f"ghevents_bench_{name}"
+    db = f"ghevents_bench_{re.sub(r'[^a-z0-9]', '_', name)}"
     url = fresh_db(a.admin, db)
     env = clean_env(DATABASE_URL=url, RUST_LOG="info,refinery_core=warn,tokio_postgres=warn")
+    if token:
+        env["GITHUB_TOKEN"] = "ghp_benchmarktokenbenchmarktoken0000"
     subprocess.run([a.ghevents, "migrate"], check=True, capture_output=True, env=env)
     sim = Sim(a.sim, files, ["--initial", a.initial, "--rate", rate, "--shuffle-block", 8,
-                             "--window-secs", a.window, "--limit-anon", a.limit, "--poll-interval", a.poll_interval],
+                             "--window-secs", window, "--limit-anon", limit, "--limit-token", limit,
+                             "--poll-interval", poll_interval],
               a.out / f"capture-{name}-sim.log")
     try:
         env["GITHUB_API_URL"] = sim.url
@@ -195,7 +223,7 @@ def capture(a, name, rate, secs):
     stored = {int(x) for x in psql(url, "SELECT event_id FROM github_events").split()}
     drop_db(a.admin, db)
 
-    client = stats["clients"].get("anonymous", {})
+    client = next((v for k, v in stats["clients"].items() if (k != "anonymous") == token), {})
     by_status = {int(k): v for k, v in client.get("by_kind", {}).get("events", {}).items()}
     requests = sum(by_status.values())
     served = {int(k): v for k, v in stats["served_ids"].items()}
@@ -203,9 +231,20 @@ def capture(a, name, rate, secs):
     cycles = cycles_of(out_path.read_text())
     split = boundary_gaps(cycles, client.get("poll_gaps_ms", []))
     charged_non_304 = requests - by_status.get(304, 0)
+    # What the budget can read at best: a full page of new events per request, over every
+    # window the run touched (a window opens at the first request).
+    budget = limit * -(-secs // window)
+    ceiling = min(1.0, budget * 100 / stats["released"]) if stats["released"] else None
+    coverage = rows / stats["released"] if stats["released"] else None
     r = {
         "feed_events_per_s": rate,
         "run_s": secs,
+        "poll_interval_s": poll_interval,
+        "identity": "token" if token else "anonymous",
+        "window_s": window,
+        "budget": budget,
+        "ceiling": round(ceiling, 4) if ceiling is not None else None,
+        "share_of_ceiling": round(coverage / ceiling, 4) if coverage is not None and ceiling else None,
         "released": stats["released"],
         "events_requests": requests,
         "requests_by_status": by_status,
@@ -218,12 +257,12 @@ def capture(a, name, rate, secs):
         "stored_not_released": len(stored - released),
         "served_more_than_once": sum(1 for v in served.values() if v > 1),
         "events_fetched": sum(served.values()),
-        "coverage": round(rows / stats["released"], 4) if stats["released"] else None,
+        "coverage": round(coverage, 4) if coverage is not None else None,
         "violations": client.get("violations", 0),
         "responses_304": by_status.get(304, 0),
         "sim_budget_used_in_window": rate_limit["used"],
         "sim_budget_limit": rate_limit["limit"],
-        "cost_of_304s": rate_limit["used"] - charged_non_304 if a.window > secs + 5 else None,
+        "cost_of_304s": rate_limit["used"] - charged_non_304 if window > secs + 5 else None,
         "ghevents_budget_used": status["budget"]["used"],
         "cycles": len(cycles),
         "cycles_by_outcome": {o: sum(1 for c in cycles if c["outcome"] == o) for o in sorted({c["outcome"] for c in cycles})},
@@ -341,24 +380,17 @@ def table(results):
     cap = results.get("capture", {})
     if cap:
         lines += ["", "Capture (ghevents run vs github-sim, both 2015-01-01 hours)", "",
-                  "| feed | events/s | run s | released | /events requests (by status) | stored | new per request | duplicates stored | served not stored | violations | min gap between cycles ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| feed | events/s | X-Poll-Interval s | budget | run s | released | /events requests (by status) | stored | new per request | share captured | ceiling | share / ceiling | duplicates stored | served not stored | violations | min gap between cycles ms | cycles by pages |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in cap.items():
             statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r["requests_by_status"].items()))
-            lines.append(f"| {name} | {r['feed_events_per_s']} | {r['run_s']} | {r['released']} | {r['events_requests']} ({statuses}) | "
-                         f"{r['stored']} | {r['new_per_request']} | {r['duplicates_stored']} | {r['served_not_stored']} | "
-                         f"{r['violations']} | {r['min_gap_between_cycles_ms']} |")
-        b = cap.get("busy")
-        if b:
-            pages = ", ".join(f"{n} × {p} page{'s' if p != 1 else ''}" for p, n in b["cycles_by_pages"].items())
-            lines += ["", f"Busy feed: {b['cycles']} cycles ({pages}); {b['coverage']:.1%} of the released events stored; "
-                          f"{b['served_more_than_once']} events fetched twice ({b['duplicates_seen_per_cycle']} a cycle), "
-                          f"mean gap between the pages of a cycle {b['mean_gap_within_cycle_ms']} ms."]
-        q = cap.get("quiet")
-        if q:
-            lines += ["", f"Quiet feed: {q['responses_304']} of {q['events_requests']} /events requests ended in 304; "
-                          f"the simulator charged {q['sim_budget_used_in_window']} requests in the window, "
-                          f"so the 304s cost {q['cost_of_304s']}; ghevents counted {q['ghevents_budget_used']} used."]
+            pages = ", ".join(f"{p}: {n}" for p, n in r["cycles_by_pages"].items())
+            budget = f"{r['budget']} ({r['identity']}, {r['window_s']} s window)"
+            lines.append(f"| {name} | {r['feed_events_per_s']:g} | {r['poll_interval_s']} | {budget} | {r['run_s']} | {r['released']} | "
+                         f"{r['events_requests']} ({statuses}) | {r['stored']} | {r['new_per_request']} | {r['coverage']:.2%} | "
+                         f"{r['ceiling']:.2%} | {r['share_of_ceiling']:.3f} | {r['duplicates_stored']} | {r['served_not_stored']} | "
+                         f"{r['violations']} | {r['min_gap_between_cycles_ms']} | {pages} |")
+        lines += ["", "ceiling = min(1, budget x 100 / released): a full page of new events for every request the budget allows."]
     imp = results.get("import")
     if imp:
         lines += ["", f"Import ({imp['events']} events, {imp['push_events']} PushEvents, {imp['bytes'] / 1e6:.0f} MB NDJSON)", "",
@@ -389,14 +421,15 @@ def main():
     ap.add_argument("--database-url", dest="admin", default=os.environ.get("DATABASE_URL") or DEFAULT_ADMIN,
                     help="a database on the server the benchmark creates its own databases on")
     ap.add_argument("--out", type=Path, default=TARGET / "bench")
-    ap.add_argument("--busy-rate", type=float, default=120, help="events/s released on the busy feed")
-    ap.add_argument("--busy-secs", type=int, default=120)
-    ap.add_argument("--quiet-rate", type=float, default=0.5, help="events/s released on the quiet feed")
-    ap.add_argument("--quiet-secs", type=int, default=50)
+    ap.add_argument("--feeds", type=lambda v: [parse_feed(f) for f in v.split(",") if f],
+                    default=[parse_feed(f) for f in DEFAULT_FEEDS.split(",")],
+                    help="comma-separated RATE:SECS[:POLL_INTERVAL[:token]] (events/s, run seconds, X-Poll-Interval, "
+                         f"a token's budget instead of the anonymous one); shorten the runs here. Default {DEFAULT_FEEDS}")
+    ap.add_argument("--token-limit", type=int, default=5000, help="requests per hour with a token")
     ap.add_argument("--initial", type=int, default=300)
-    ap.add_argument("--window", type=int, default=60, help="rate-limit window, seconds")
-    ap.add_argument("--limit", type=int, default=60, help="requests per window")
-    ap.add_argument("--poll-interval", type=int, default=1, help="X-Poll-Interval, seconds")
+    ap.add_argument("--window", type=int, default=60, help="anonymous rate-limit window, seconds")
+    ap.add_argument("--limit", type=int, default=60, help="anonymous requests per window")
+    ap.add_argument("--poll-interval", type=int, default=1, help="X-Poll-Interval, seconds, for feeds that name none")
     ap.add_argument("--import-events", type=int, default=200_000)
     ap.add_argument("--import-reps", type=int, default=3)
     ap.add_argument("--footprint-reps", type=int, default=3)
@@ -418,10 +451,9 @@ def main():
 
     results = {"machine": machine(a), "ghevents": str(a.ghevents)}
     if "capture" in parts:
-        results["capture"] = {"busy": capture(a, "busy", a.busy_rate, a.busy_secs),
-                              "quiet": capture(a, "quiet", a.quiet_rate, a.quiet_secs)}
+        results["capture"] = {f["name"]: capture(a, f) for f in a.feeds}
         results["capture_settings"] = {"initial": a.initial, "window_s": a.window, "limit": a.limit,
-                                       "poll_interval_s": a.poll_interval, "shuffle_block": 8}
+                                       "token_limit": a.token_limit, "shuffle_block": 8}
     if "import" in parts:
         results["import"] = import_bench(a)
     if "footprint" in parts:

@@ -6,6 +6,7 @@
 #   bench/run.sh                       capture, import and footprint
 #   bench/run.sh --only import         one part (capture, import, footprint; comma-separated)
 #   bench/run.sh --help                every option (feed rates, windows, repetitions, ...)
+#   BENCH_PROFILE=dev bench/run.sh     the debug binaries, without a release build
 #
 # Needs: cargo, python3 (standard library only), psql and a Postgres reachable at DATABASE_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres; the benchmark creates and drops its own
@@ -48,6 +49,15 @@ if [ ! -x /usr/bin/time ]; then
 fi
 /usr/bin/time -v true >/dev/null 2>&1 || die "/usr/bin/time is not GNU time (no -v); install GNU time"
 
+# BENCH_PROFILE=dev measures the debug binaries instead (no release build; capture is bound by
+# the feed, the budget and Postgres, not by ghevents' CPU; import and footprint are not
+# comparable with release figures).
+if [ "${BENCH_PROFILE:-release}" = dev ]; then
+  say "building ghevents and github-sim (debug)"
+  cargo build -q -p ghevents-cli -p github-sim
+  dir="${CARGO_TARGET_DIR:-$root/target}/debug"
+  exec python3 bench/bench.py --ghevents "$dir/ghevents" --sim "$dir/github-sim" "$@"
+fi
 say "building ghevents and github-sim (release)"
 cargo build -q --release -p ghevents-cli -p github-sim
 exec python3 bench/bench.py "$@"

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Harness {
+    t0: DateTime<Utc>,
     db: TestDb,
     gh: ReplayServer,
     clock: ManualClock,
@@ -29,12 +30,14 @@ fn t0() -> DateTime<Utc> {
 }
 
 async fn harness_with(db: TestDb, token: Option<&str>) -> Harness {
-    let clock = ManualClock::at(t0());
+    let t0 = t0();
+    let clock = ManualClock::at(t0);
     let gh = ReplayServer::start(Arc::new(clock.clone())).await;
     let app = app_for(&db, &gh, &clock, token);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let ingestor = app.ingestor(None, None, stop);
     Harness {
+        t0,
         db,
         gh,
         clock,
@@ -330,6 +333,74 @@ async fn pagination_stops_at_page_three_even_when_the_link_says_more() {
     assert_eq!(h.gh.pending("/events"), 1);
     assert_eq!(h.events().await, 300);
     assert_eq!(h.pushes().await, 300);
+}
+
+/// A page of the feed with `X-Poll-Interval: 1` and a reset a minute after `t0`.
+fn busy_page(h: &Harness, ids: &[i64], remaining: i32, next_page: Option<u32>) -> Reply {
+    let reset = h.t0.timestamp() + 60;
+    let mut r = events_page(
+        ids,
+        &format!("W/\"{}\"", ids[0]),
+        remaining,
+        reset,
+        next_page,
+    );
+    r.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("x-poll-interval"));
+    r.header("x-poll-interval", "1")
+}
+
+#[tokio::test]
+async fn when_the_budget_binds_a_cycle_reads_page_one_alone() {
+    let h = harness().await;
+    // 50 events, then 150 more a second later: more than the budget's request a second reads.
+    h.gh.push(
+        "/events",
+        busy_page(&h, &(1..=50).rev().collect::<Vec<_>>(), 59, None),
+    );
+    h.ingestor.run_cycle().await.unwrap();
+    h.until_next_poll().await;
+    let page2: Vec<i64> = (101..=150).rev().chain((1..=50).rev()).collect();
+    h.gh.push(
+        "/events",
+        busy_page(&h, &(151..=250).rev().collect::<Vec<_>>(), 58, Some(2)),
+    );
+    h.gh.push("/events", busy_page(&h, &page2, 57, Some(3)));
+    let s = h.ingestor.run_cycle().await.unwrap();
+    assert_eq!(
+        (s.requests, s.new_events),
+        (2, 150),
+        "the walk reaches the stored events"
+    );
+
+    // The feed brings more than a page per request the budget allows: page 1 alone, although
+    // it is all new and links to page 2 (which would start with events page 1 returned).
+    h.until_next_poll().await;
+    h.gh.push(
+        "/events",
+        busy_page(&h, &(400..=499).rev().collect::<Vec<_>>(), 56, Some(2)),
+    );
+    h.gh.push(
+        "/events",
+        busy_page(&h, &(300..=399).rev().collect::<Vec<_>>(), 55, Some(3)),
+    );
+    h.gh.push(
+        "/events",
+        busy_page(&h, &(200..=299).rev().collect::<Vec<_>>(), 54, None),
+    );
+    let s = h.ingestor.run_cycle().await.unwrap();
+
+    assert_eq!((s.requests, s.pages, s.new_events), (1, 1, 100));
+    assert_eq!(
+        h.gh.pending("/events"),
+        2,
+        "pages 2 and 3 are not requested"
+    );
+    let at: Vec<DateTime<Utc>> = h.gh.received_on("/events").iter().map(|r| r.at).collect();
+    assert!(
+        at[3] - at[2] >= chrono::Duration::seconds(1),
+        "never sooner than X-Poll-Interval: {at:?}"
+    );
 }
 
 #[tokio::test]

@@ -222,7 +222,7 @@ fn assert_cycles_respect_poll_interval(cycles: &[Cycle], c: &ClientStats) {
 }
 
 #[tokio::test]
-async fn a_feed_quieter_than_a_page_per_poll_is_polled_once_per_interval_and_stored_once() {
+async fn a_feed_quieter_than_a_page_per_poll_is_read_one_page_per_poll_and_stored_once() {
     ghevents_bin(); // built before the feed starts moving
     let db = TestDb::new().await;
     // Longer than the run loop's own one-second floor between cycles, so undercutting it shows.
@@ -245,7 +245,9 @@ async fn a_feed_quieter_than_a_page_per_poll_is_polled_once_per_interval_and_sto
         "enrichment ran: {c:?}"
     );
     assert_eq!(c.violations, 0, "{c:?}");
-    assert!(cycles.len() >= 4, "{out}");
+    // 20 events/s: polls at 0 s (the first 50), 2 s (X-Poll-Interval: the rate is not known
+    // yet), then once about 90 events have arrived (~4.5 s later).
+    assert!(cycles.len() >= 3, "{out}");
     let polls: Vec<&Cycle> = cycles.iter().filter(|c| c.outcome != "not_due").collect();
     assert!(
         polls.iter().all(|c| c.pages + c.not_modified == 1),

@@ -2,12 +2,13 @@
 //! push_events, one transaction per page, and a summary of what it did.
 //!
 //! Rules it keeps:
-//! - `/events` is never polled before `next_poll_at` (GitHub's `X-Poll-Interval`, stretched
-//!   when needed so the remaining budget lasts until the window resets);
+//! - `/events` is never polled before `next_poll_at`, which the capture planner
+//!   (`crate::plan`) sets: never sooner than GitHub's `X-Poll-Interval`, page 1 alone when the
+//!   budget binds, several pages back to back only when the interval does;
 //! - page 1 is conditional on the stored ETag; a 304 ends the cycle;
-//! - pages follow `Link: rel="next"` up to the feed's cap, and stop at the first page holding
-//!   an event already stored, unless the previous cycle did not complete (then a stored event
-//!   proves nothing about the pages after it);
+//! - pages follow `Link: rel="next"` up to the plan's bound, and stop at the first page
+//!   holding an event already stored, unless the previous cycle did not complete (then a
+//!   stored event proves nothing about the pages after it);
 //! - the ETag is kept only when the whole cycle completed;
 //! - one cycle per feed at a time across processes (advisory lock);
 //! - under a deadline (a Lambda invocation), a page is only started while the margin is left,
@@ -19,13 +20,16 @@ use crate::clock::{sleep_or_stop, Clock};
 use crate::deadline::Deadline;
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
+use crate::plan::{self, Binds, FeedRate, Plan, PlanInput};
 use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
-use crate::store::{self, AdvisoryLock, EventInsert, PgBudget, PollState, Source, StoreError};
+use crate::store::{
+    self, AdvisoryLock, CycleEnd, EventInsert, PgBudget, PollState, Source, StoreError,
+};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -45,6 +49,10 @@ pub struct IngestOptions {
     /// The longest rate-limit window GitHub has (an hour): a reset announced further away is
     /// not paced on, only the last few requests are spread.
     pub rate_window: Duration,
+    /// New events a poll of page 1 alone aims at (a little under a page; see `crate::plan`).
+    pub fill: u32,
+    /// A poll paced on a quiet feed waits no longer than this.
+    pub max_poll_gap: Duration,
     /// Under a deadline, the time that must be left to start a page. `None`: the GitHub
     /// client's deadline reserve plus its longest attempt (10 s + 40 s by default).
     pub deadline_margin: Option<Duration>,
@@ -58,6 +66,8 @@ impl Default for IngestOptions {
             default_poll_interval: Duration::from_secs(60),
             pace_to_budget: true,
             rate_window: Duration::from_secs(3600),
+            fill: 90,
+            max_poll_gap: Duration::from_secs(300),
             deadline_margin: None,
         }
     }
@@ -105,6 +115,11 @@ pub struct CycleSummary {
     pub resume_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub error_code: Option<String>,
+    /// What bound this cycle's plan, and the pages it expected to hold new events.
+    pub binds: Option<Binds>,
+    pub planned_pages: u32,
+    /// The feed's rate after this cycle (see `crate::plan`).
+    pub feed_rate: Option<FeedRate>,
     /// Push ids stored by this cycle, handed to the queue when there is one.
     #[serde(skip)]
     pub new_push_ids: Vec<i64>,
@@ -131,6 +146,9 @@ impl CycleSummary {
             resume_at: None,
             error: None,
             error_code: None,
+            binds: None,
+            planned_pages: 0,
+            feed_rate: None,
             new_push_ids: Vec::new(),
         }
     }
@@ -206,15 +224,12 @@ impl Ingestor {
         result
     }
 
+    /// One cycle: plan → fetch and store → record.
     async fn cycle_locked(
         &self,
         feed: &str,
         deadline: Deadline,
     ) -> Result<CycleSummary, IngestError> {
-        let margin = self
-            .options
-            .deadline_margin
-            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         let now = self.clock.now();
         let state = PollState::load(&self.pool, feed).await?;
         if let Some(due) = state.next_poll_at.filter(|d| *d > now) {
@@ -224,202 +239,293 @@ impl Ingestor {
             info!(feed, resume_at = %due, "not due yet (X-Poll-Interval); no request sent");
             return Ok(s);
         }
-        let resume_incomplete = state.previous_cycle_incomplete();
-        if resume_incomplete {
+        let incomplete = state.previous_cycle_incomplete();
+        if incomplete {
             warn!(
                 feed,
                 "previous cycle did not complete: walking every page without the ETag"
             );
         }
-        let requests_before = self.github.requests_sent();
-        let mut summary = CycleSummary::new(Outcome::Completed);
-        let mut poll_interval: Option<Duration> = state
-            .poll_interval_secs
-            .map(|s| Duration::from_secs(s.max(0) as u64));
-        let mut new_etag: Option<String> = None;
-        let mut completed = true;
-        let mut error: Option<IngestError> = None;
-        let cycle_label = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let plan = self
+            .plan(
+                state.feed_rate,
+                state.poll_interval_secs,
+                incomplete,
+                0,
+                true,
+            )
+            .await;
+        let walk = self.walk(feed, &state, &plan, incomplete, deadline).await?;
+        self.record(feed, &state, walk).await
+    }
 
-        let mut this_cycle: std::collections::HashSet<i64> = std::collections::HashSet::new();
-        let mut target = format!("/events?per_page={}", self.options.per_page);
-        for page in 1..=self.options.max_pages {
-            if page > 1 && *self.stop.borrow() {
-                info!(
-                    feed,
-                    page, "stop requested: ending the cycle after the page in hand"
-                );
-                completed = false;
-                break;
-            }
-            if !deadline.allows(margin) {
-                info!(
-                    feed,
-                    page,
-                    left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
-                    "deadline near: ending the cycle before this page"
-                );
-                summary.outcome = Outcome::DeadlineReached;
-                completed = false;
-                break;
-            }
-            let etag = if page == 1 && !resume_incomplete {
-                state.etag.as_deref()
-            } else {
-                None
-            };
-            let fetched = match self
-                .github
-                .get_before(&target, etag, Purpose::Ingest, deadline)
-                .await
-            {
-                Ok(f) => f,
-                Err(GithubError::DeadlineReached { .. }) => {
-                    info!(feed, page, "deadline near: request cut short, cycle ends");
-                    summary.outcome = Outcome::DeadlineReached;
-                    completed = false;
-                    break;
-                }
-                Err(e) if e.wait_until().is_some() => {
-                    summary.outcome = Outcome::RateLimited;
-                    summary.resume_at = e.wait_until();
-                    summary.error_code = Some(e.code().to_owned());
-                    completed = false;
-                    info!(feed, page, resume_at = ?summary.resume_at, reason = e.code(), "rate limited: cycle ends, nothing more sent");
-                    break;
+    /// The plan from the feed's measured rate, the budget left and `X-Poll-Interval`.
+    async fn plan(
+        &self,
+        rate: Option<FeedRate>,
+        poll_interval_secs: Option<i32>,
+        incomplete: bool,
+        pages_spent: u32,
+        fresh_window_is_long: bool,
+    ) -> Plan {
+        let now = self.clock.now();
+        let (budget_left, reset_at, limit) = if self.options.pace_to_budget {
+            match self.budget.snapshot(now).await {
+                Ok(b) => {
+                    let reset = b.reset_at.filter(|r| *r > now);
+                    // A window no answer has described yet: until page 1's headers say when
+                    // it resets, its pages are planned as if it lasted the longest window.
+                    let reset = match reset {
+                        None if fresh_window_is_long => {
+                            chrono::Duration::from_std(self.options.rate_window)
+                                .ok()
+                                .and_then(|w| now.checked_add_signed(w))
+                        }
+                        r => r,
+                    };
+                    // A whole window: its limit and its length (the longest one until the
+                    // window's start and end are known).
+                    let len = match (b.reset_at, b.window_started_at) {
+                        (Some(r), Some(s)) if r > s => (r - s).to_std().ok(),
+                        _ => None,
+                    }
+                    .unwrap_or(self.options.rate_window);
+                    (
+                        b.available(Purpose::Ingest, 0, now),
+                        reset,
+                        Some((b.limit, len)),
+                    )
                 }
                 Err(e) => {
-                    completed = false;
-                    error = Some(e.into());
+                    // Without the budget the plan cannot pace on it; the budget itself still
+                    // refuses what it does not have.
+                    warn!(error = %e, "budget unreadable: planning as if it were ample");
+                    (i32::MAX, None, None)
+                }
+            }
+        } else {
+            (i32::MAX, None, None)
+        };
+        plan::plan(&PlanInput {
+            now,
+            rate,
+            poll_interval: poll_interval_secs.map_or(self.options.default_poll_interval, |s| {
+                Duration::from_secs(s.max(0) as u64)
+            }),
+            budget_left,
+            reset_at,
+            limit,
+            window: self.options.rate_window,
+            last_cycle_incomplete: incomplete,
+            pages_spent,
+            per_page: self.options.per_page,
+            max_pages: self.options.max_pages,
+            fill: self.options.fill,
+            max_gap: self.options.max_poll_gap,
+        })
+    }
+
+    /// Fetches and stores pages as the plan says: page 1 (conditional on the ETag unless the
+    /// last cycle did not complete), then the pages the plan expects to hold new events,
+    /// each requested as soon as the page before it gives its `Link`, before that page is
+    /// stored; then, while a page holds no event stored before this cycle (or the last cycle
+    /// did not complete), the next one, up to the plan's bound.
+    async fn walk(
+        &self,
+        feed: &str,
+        state: &PollState,
+        plan: &Plan,
+        incomplete: bool,
+        deadline: Deadline,
+    ) -> Result<Walk, IngestError> {
+        let margin = self
+            .options
+            .deadline_margin
+            .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
+        let started = self.clock.now();
+        let requests_before = self.github.requests_sent();
+        let cycle_label = started.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let bound = plan.max_pages.clamp(1, self.options.max_pages.max(1));
+        let mut w = Walk {
+            summary: CycleSummary::new(Outcome::Completed),
+            poll_interval: state
+                .poll_interval_secs
+                .map(|s| Duration::from_secs(s.max(0) as u64)),
+            new_etag: None,
+            completed: true,
+            error: None,
+            overlapped: false,
+            page1_at: None,
+        };
+        w.summary.binds = Some(plan.binds);
+        w.summary.planned_pages = plan.pages;
+
+        let mut this_cycle: HashSet<i64> = HashSet::new();
+        let mut target = format!("/events?per_page={}", self.options.per_page);
+        // A page already requested (before the one before it was stored).
+        let mut prefetched: Option<Result<Fetched, GithubError>> = None;
+        // The walk ends after the prefetched page: the one before it reached stored events.
+        let mut last = false;
+        for page in 1..=bound {
+            let fetched = match prefetched.take() {
+                Some(f) => f,
+                None => {
+                    if page > 1 && *self.stop.borrow() {
+                        info!(
+                            feed,
+                            page, "stop requested: ending the cycle after the page in hand"
+                        );
+                        w.completed = false;
+                        break;
+                    }
+                    if !deadline.allows(margin) {
+                        info!(
+                            feed,
+                            page,
+                            left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
+                            "deadline near: ending the cycle before this page"
+                        );
+                        w.summary.outcome = Outcome::DeadlineReached;
+                        w.completed = false;
+                        break;
+                    }
+                    let etag = if page == 1 && !incomplete {
+                        state.etag.as_deref()
+                    } else {
+                        None
+                    };
+                    self.github
+                        .get_before(&target, etag, Purpose::Ingest, deadline)
+                        .await
+                }
+            };
+            let Some((body, next)) = w.accept(feed, page, &target, fetched) else {
+                break;
+            };
+            let items: Vec<&RawValue> = match serde_json::from_slice(&body) {
+                Ok(items) => items,
+                Err(e) => {
+                    w.fail(IngestError::MalformedPage {
+                        feed: feed.into(),
+                        page,
+                        reason: e.to_string(),
+                    });
                     break;
                 }
             };
-            match fetched {
-                Fetched::NotModified {
-                    poll_interval: pi,
-                    rate,
-                } => {
-                    summary.not_modified += 1;
-                    summary.outcome = if page == 1 {
-                        Outcome::NotModified
-                    } else {
-                        summary.outcome
-                    };
-                    poll_interval = pi.or(poll_interval);
-                    note_rate(&mut summary, rate.as_ref());
-                    break;
+            w.summary.pages += 1;
+            w.summary.events_fetched += items.len() as u64;
+            if page == 1 {
+                // From here until the cycle completes, a crash leaves it incomplete.
+                let at = self.clock.now();
+                PollState::mark_started(&self.pool, feed, at).await?;
+                w.page1_at = Some(at);
+            }
+            let more = !last && !items.is_empty() && page < bound;
+            let next = next.filter(|_| more);
+            // The page after this one, requested now rather than after storing this one (the
+            // feed moves meanwhile): when the plan expects it to hold new events, or when this
+            // page holds no event stored before (a look-up, not a whole page's store).
+            let prefetch = match next.as_deref() {
+                None => false,
+                // Too close to the deadline to start it: the next turn ends the cycle.
+                Some(_) if !deadline.allows(margin) => false,
+                Some(_) if page < plan.pages || incomplete => true,
+                Some(_) => !self.holds_stored_event(&items, &this_cycle).await,
+            };
+            let stored = match next.as_deref().filter(|_| prefetch) {
+                Some(n) => {
+                    let (f, stored) = tokio::join!(
+                        self.github.get_before(n, None, Purpose::Ingest, deadline),
+                        self.store_page(&items, page, &cycle_label, &mut w.summary)
+                    );
+                    prefetched = Some(f);
+                    stored
                 }
-                Fetched::Gone { status } => {
-                    completed = false;
-                    error = Some(IngestError::Github(GithubError::Client {
-                        status,
-                        path: target.clone(),
-                        message: "the events feed is not there".into(),
-                    }));
-                    break;
-                }
-                Fetched::Ok {
-                    body,
-                    etag: page_etag,
-                    next,
-                    poll_interval: pi,
-                    rate,
-                } => {
-                    poll_interval = pi.or(poll_interval);
-                    note_rate(&mut summary, rate.as_ref());
-                    let items: Vec<&RawValue> = match serde_json::from_slice(&body) {
-                        Ok(items) => items,
-                        Err(e) => {
-                            completed = false;
-                            error = Some(IngestError::MalformedPage {
-                                feed: feed.into(),
-                                page,
-                                reason: e.to_string(),
-                            });
-                            break;
-                        }
-                    };
-                    if page == 1 {
-                        new_etag = page_etag;
-                    }
-                    summary.pages += 1;
-                    summary.events_fetched += items.len() as u64;
-                    if summary.pages == 1 {
-                        // From here until the cycle completes, a crash leaves it incomplete.
-                        PollState::mark_started(&self.pool, feed, self.clock.now()).await?;
-                    }
-                    let overlap = match self
-                        .store_page(&items, page, &cycle_label, &mut summary)
+                None => {
+                    self.store_page(&items, page, &cycle_label, &mut w.summary)
                         .await
-                    {
-                        // The frontier is an event stored before this cycle. Events this cycle
-                        // stored itself show up again on the next page when the feed moves on
-                        // between two requests; they say nothing about older pages.
-                        Ok(stored) => {
-                            let frontier = stored
-                                .duplicate_ids
-                                .iter()
-                                .any(|id| !this_cycle.contains(id));
-                            this_cycle.extend(stored.page_ids);
-                            frontier
-                        }
-                        Err(e) => {
-                            completed = false;
-                            error = Some(e);
-                            break;
-                        }
-                    };
-                    if items.is_empty() || (overlap && !resume_incomplete) {
-                        break;
-                    }
-                    match next {
-                        Some(n) => target = n,
-                        None => break,
-                    }
                 }
+            };
+            // The frontier is an event stored before this cycle. Events this cycle stored
+            // itself show up again on the next page when the feed moves on between two
+            // requests; they say nothing about older pages.
+            let frontier = match stored {
+                Ok(stored) => {
+                    let frontier = stored
+                        .duplicate_ids
+                        .iter()
+                        .any(|id| !this_cycle.contains(id));
+                    this_cycle.extend(stored.page_ids);
+                    frontier
+                }
+                Err(e) => {
+                    // A page requested already is dropped: the next cycle walks again.
+                    w.fail(e);
+                    break;
+                }
+            };
+            w.overlapped |= frontier;
+            let Some(n) = next else { break };
+            target = n;
+            if frontier && !incomplete {
+                if prefetched.is_none() {
+                    break;
+                }
+                // Requested already: store what it holds (events a missed poll never read),
+                // then end.
+                last = true;
             }
         }
-        summary.requests = self.github.requests_sent() - requests_before;
+        w.summary.requests = self.github.requests_sent() - requests_before;
+        Ok(w)
+    }
 
-        // When to poll next: never sooner than GitHub's interval, and the budget spread evenly
-        // over what is left of its window. A cycle that fetched k pages (a 304 is free) waits
-        // k shares of (time to reset) / (requests left + 1): the last request goes out before
-        // the reset, and a feed busier than the budget is read in full pages rather than in
-        // pages of mostly stored events at first and nothing at all near the reset.
+    /// The rate the walk measured, the plan for the next poll, and the cycle's end in
+    /// `poll_state`.
+    async fn record(
+        &self,
+        feed: &str,
+        state: &PollState,
+        w: Walk,
+    ) -> Result<CycleSummary, IngestError> {
+        let Walk {
+            mut summary,
+            poll_interval,
+            new_etag,
+            completed,
+            error,
+            overlapped,
+            page1_at,
+        } = w;
+        let completed = completed && error.is_none();
+        // New events over the time since the last page 1 that was read (a 304 measures
+        // nothing: the next page 1 counts from the page its ETag names).
+        let rate = match (page1_at, state.cycle_started_at) {
+            (Some(now1), Some(before)) if now1 > before => plan::estimate_rate(
+                state.feed_rate,
+                summary.new_events,
+                (now1 - before).to_std().unwrap_or_default(),
+                overlapped && completed,
+            ),
+            _ => state.feed_rate,
+        };
+        summary.feed_rate = rate;
         let now = self.clock.now();
-        let interval = poll_interval.unwrap_or(self.options.default_poll_interval);
-        let mut next_poll = now + chrono::Duration::from_std(interval).unwrap_or_default();
-        if self.options.pace_to_budget {
-            if let Ok(b) = self.budget.snapshot(now).await {
-                let avail = b.available(Purpose::Ingest, 0, now);
-                if let Some(reset) = b.reset_at.filter(|r| *r > now) {
-                    let to_reset = reset - now;
-                    let window = chrono::Duration::from_std(self.options.rate_window)
-                        .unwrap_or(chrono::Duration::MAX);
-                    let spread = if to_reset <= window {
-                        // What this cycle spent: its pages (a 304 is free). Not `requests`,
-                        // which also counts what enrichment sent meanwhile on the same client.
-                        let spent = i32::try_from(summary.pages).unwrap_or(i32::MAX);
-                        let share = to_reset / (avail.max(0) + 1);
-                        share
-                            .checked_mul(spent)
-                            .map_or(to_reset, |d| d.min(to_reset))
-                    } else {
-                        // A reset further away than any window of GitHub's: only keep the last
-                        // few requests from going at once.
-                        let pages = i64::from(self.options.max_pages.max(1));
-                        let cycles_left = (i64::from(avail) / pages).max(1);
-                        let spread = to_reset / i32::try_from(cycles_left).unwrap_or(i32::MAX);
-                        if avail < i32::try_from(pages * 2).unwrap_or(6) {
-                            spread
-                        } else {
-                            chrono::Duration::zero()
-                        }
-                    };
-                    next_poll = next_poll.max(now + spread);
-                }
-            }
-        }
+        let interval_secs = poll_interval.map(|d| d.as_secs() as i32);
+        // Incomplete as `poll_state` will say: this cycle read page 1 and did not complete, or
+        // the one before did not and this one did not make up for it.
+        let incomplete = !completed && (page1_at.is_some() || state.previous_cycle_incomplete());
+        let next = self
+            .plan(
+                rate,
+                interval_secs.or(state.poll_interval_secs),
+                incomplete,
+                summary.pages,
+                false,
+            )
+            .await;
+        let mut next_poll = next.next_poll_at;
         if let Some(resume) = summary.resume_at.filter(|r| *r > next_poll) {
             next_poll = resume;
         }
@@ -430,20 +536,22 @@ impl Ingestor {
             summary.error_code = Some(e.code().to_owned());
         }
         let result = serde_json::to_value(&summary).unwrap_or_default();
-        let polled = summary.requests > 0;
         crate::failpoints::hit("ingest::before_record_end");
         PollState::record_end(
             &self.pool,
             feed,
-            now,
-            completed && error.is_none(),
-            new_etag.as_deref(),
-            polled,
-            poll_interval.map(|d| d.as_secs() as i32),
-            next_poll,
-            outcome_str(summary.outcome),
-            &result,
-            summary.error.as_deref(),
+            &CycleEnd {
+                at: now,
+                completed,
+                etag: new_etag.as_deref(),
+                polled: summary.requests > 0,
+                poll_interval_secs: interval_secs,
+                next_poll_at: next_poll,
+                result: outcome_str(summary.outcome),
+                summary: &result,
+                error: summary.error.as_deref(),
+                feed_rate: rate,
+            },
         )
         .await?;
         info!(
@@ -452,6 +560,11 @@ impl Ingestor {
             requests = summary.requests,
             not_modified = summary.not_modified,
             pages = summary.pages,
+            planned_pages = summary.planned_pages,
+            binds = summary.binds.map(Binds::as_str),
+            feed_rate_per_s = rate.map(|r| r.per_sec),
+            feed_rate_at_least = rate.map(|r| r.at_least),
+            next_binds = next.binds.as_str(),
             events_fetched = summary.events_fetched,
             new_events = summary.new_events,
             duplicates = summary.duplicates,
@@ -523,6 +636,40 @@ impl Ingestor {
         }
     }
 
+    /// Whether the page holds an event stored before this cycle (a failed look-up says yes:
+    /// the walk then decides after storing the page, as it would anyway).
+    async fn holds_stored_event(&self, items: &[&RawValue], this_cycle: &HashSet<i64>) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: serde_json::Value,
+        }
+        let ids: Vec<i64> = items
+            .iter()
+            .filter_map(|i| serde_json::from_str::<Id>(i.get()).ok())
+            .filter_map(|i| match i.id {
+                serde_json::Value::String(s) => s.parse().ok(),
+                v => v.as_i64(),
+            })
+            .collect();
+        let found = async {
+            let client = self.pool.get().await.ok()?;
+            client
+                .query(
+                    "SELECT event_id FROM github_events WHERE event_id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .ok()
+        }
+        .await;
+        match found {
+            Some(rows) => rows
+                .iter()
+                .any(|r| !this_cycle.contains(&r.get::<_, i64>(0))),
+            None => true,
+        }
+    }
+
     /// Stores one page in one transaction; says which of its events were stored already.
     async fn store_page(
         &self,
@@ -590,6 +737,97 @@ impl Ingestor {
             page_ids: batch.iter().map(|e| e.parsed.event().event_id).collect(),
             duplicate_ids: write.duplicate_ids,
         })
+    }
+}
+
+/// What a walk did, for `record`.
+struct Walk {
+    summary: CycleSummary,
+    poll_interval: Option<Duration>,
+    /// Page 1's ETag, kept only when the cycle completes.
+    new_etag: Option<String>,
+    /// False when the walk ended before the pages it needed (stop, rate limit, failure).
+    completed: bool,
+    error: Option<IngestError>,
+    /// The walk reached an event stored before this cycle.
+    overlapped: bool,
+    /// When page 1 (a 200) arrived.
+    page1_at: Option<DateTime<Utc>>,
+}
+
+impl Walk {
+    fn fail(&mut self, e: IngestError) {
+        self.completed = false;
+        self.error = Some(e);
+    }
+
+    /// A page's body and its `Link: rel="next"`, or None when the walk ends here (a 304, a
+    /// rate limit, a failure: noted in the walk).
+    fn accept(
+        &mut self,
+        feed: &str,
+        page: u32,
+        target: &str,
+        fetched: Result<Fetched, GithubError>,
+    ) -> Option<(bytes::Bytes, Option<String>)> {
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(GithubError::DeadlineReached { .. }) => {
+                info!(feed, page, "deadline near: request cut short, cycle ends");
+                self.summary.outcome = Outcome::DeadlineReached;
+                self.completed = false;
+                return None;
+            }
+            Err(e) if e.wait_until().is_some() => {
+                let s = &mut self.summary;
+                s.outcome = Outcome::RateLimited;
+                s.resume_at = e.wait_until();
+                s.error_code = Some(e.code().to_owned());
+                self.completed = false;
+                info!(feed, page, resume_at = ?s.resume_at, reason = e.code(), "rate limited: cycle ends, nothing more sent");
+                return None;
+            }
+            Err(e) => {
+                self.fail(e.into());
+                return None;
+            }
+        };
+        match fetched {
+            Fetched::NotModified {
+                poll_interval,
+                rate,
+            } => {
+                self.summary.not_modified += 1;
+                if page == 1 {
+                    self.summary.outcome = Outcome::NotModified;
+                }
+                self.poll_interval = poll_interval.or(self.poll_interval);
+                note_rate(&mut self.summary, rate.as_ref());
+                None
+            }
+            Fetched::Gone { status } => {
+                self.fail(IngestError::Github(GithubError::Client {
+                    status,
+                    path: target.to_owned(),
+                    message: "the events feed is not there".into(),
+                }));
+                None
+            }
+            Fetched::Ok {
+                body,
+                etag,
+                next,
+                poll_interval,
+                rate,
+            } => {
+                self.poll_interval = poll_interval.or(self.poll_interval);
+                note_rate(&mut self.summary, rate.as_ref());
+                if page == 1 {
+                    self.new_etag = etag;
+                }
+                Some((body, next))
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod github;
 pub mod import;
 pub mod ingest;
 pub mod outbox;
+pub mod plan;
 pub mod raw;
 pub mod reparse;
 pub mod sanitize;

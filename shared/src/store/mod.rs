@@ -14,7 +14,7 @@ pub use budget::PgBudget;
 pub use credentials::{CredentialSource, DbCredentials};
 pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
 pub use lock::AdvisoryLock;
-pub use poll::PollState;
+pub use poll::{CycleEnd, PollState};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::str::FromStr;

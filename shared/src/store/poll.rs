@@ -1,4 +1,5 @@
 use super::{Ctx, StoreError};
+use crate::plan::FeedRate;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
@@ -16,6 +17,27 @@ pub struct PollState {
     pub last_result: Option<String>,
     pub last_summary: Option<serde_json::Value>,
     pub last_error: Option<String>,
+    /// The feed's rate as the last polls measured it (see `crate::plan`).
+    pub feed_rate: Option<FeedRate>,
+}
+
+/// How a cycle ended, for `PollState::record_end`.
+#[derive(Debug, Clone)]
+pub struct CycleEnd<'a> {
+    pub at: DateTime<Utc>,
+    /// Every page the cycle needed was stored: only then is the new ETag kept and the cycle
+    /// marked complete.
+    pub completed: bool,
+    pub etag: Option<&'a str>,
+    /// A request went out (`last_polled_at` moves).
+    pub polled: bool,
+    pub poll_interval_secs: Option<i32>,
+    pub next_poll_at: DateTime<Utc>,
+    pub result: &'a str,
+    pub summary: &'a serde_json::Value,
+    pub error: Option<&'a str>,
+    /// None keeps the rate stored.
+    pub feed_rate: Option<FeedRate>,
 }
 
 impl PollState {
@@ -34,7 +56,8 @@ impl PollState {
         let row = client
             .query_opt(
                 "SELECT etag, etag_updated_at, last_polled_at, poll_interval_secs, next_poll_at,
-                        cycle_started_at, cycle_completed_at, last_result, last_summary, last_error
+                        cycle_started_at, cycle_completed_at, last_result, last_summary, last_error,
+                        feed_rate_per_s, feed_rate_at_least
                  FROM poll_state WHERE feed = $1",
                 &[&feed],
             )
@@ -57,6 +80,10 @@ impl PollState {
                 last_result: r.get(7),
                 last_summary: r.get(8),
                 last_error: r.get(9),
+                feed_rate: r.get::<_, Option<f64>>(10).map(|per_sec| FeedRate {
+                    per_sec,
+                    at_least: r.get::<_, Option<bool>>(11).unwrap_or(false),
+                }),
             },
         })
     }
@@ -78,22 +105,8 @@ impl PollState {
         Ok(())
     }
 
-    /// Records the end of a cycle. `completed` = every page it needed was stored: only then
-    /// is the new ETag kept and the cycle marked complete.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_end(
-        pool: &Pool,
-        feed: &str,
-        now: DateTime<Utc>,
-        completed: bool,
-        new_etag: Option<&str>,
-        polled: bool,
-        poll_interval_secs: Option<i32>,
-        next_poll_at: DateTime<Utc>,
-        result: &str,
-        summary: &serde_json::Value,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
+    /// Records the end of a cycle.
+    pub async fn record_end(pool: &Pool, feed: &str, end: &CycleEnd<'_>) -> Result<(), StoreError> {
         let client = pool.get().await?;
         client
             .execute(
@@ -113,9 +126,24 @@ impl PollState {
                     next_poll_at = $7,
                     last_result = $8,
                     last_summary = $9,
-                    last_error = $10
+                    last_error = $10,
+                    feed_rate_per_s = COALESCE($11, feed_rate_per_s),
+                    feed_rate_at_least = COALESCE($12, feed_rate_at_least)
                  WHERE feed = $1",
-                &[&feed, &completed, &new_etag, &now, &polled, &poll_interval_secs, &next_poll_at, &result, summary, &error],
+                &[
+                    &feed,
+                    &end.completed,
+                    &end.etag,
+                    &end.at,
+                    &end.polled,
+                    &end.poll_interval_secs,
+                    &end.next_poll_at,
+                    &end.result,
+                    end.summary,
+                    &end.error,
+                    &end.feed_rate.map(|r| r.per_sec),
+                    &end.feed_rate.map(|r| r.at_least),
+                ],
             )
             .await
             .ctx("record cycle end")?;
