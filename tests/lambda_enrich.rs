@@ -561,6 +561,48 @@ async fn a_push_whose_message_was_lost_is_sent_again_by_the_sweep() {
 }
 
 #[tokio::test]
+async fn a_push_leased_by_a_worker_that_died_is_sent_again_once_its_lease_ends() {
+    let h = harness(5000, Duration::from_secs(3600)).await;
+    let pushes = h.ingest().await;
+    let messages = h.aws.receive(&h.queue_url, pushes.len(), WAIT).await;
+    let push = pushes[0];
+    h.sql(
+        "UPDATE push_events SET enrichment_status = 'completed' WHERE push_id <> $1",
+        push,
+    )
+    .await;
+    // A worker took the row and died inside its lease; the message that came back met the
+    // live lease and was acked as busy: nothing in the queue names this push any more.
+    let lease_end = h.clock.now() + chrono::Duration::seconds(300);
+    h.db.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE push_events SET enrichment_status = 'in_progress', locked_until = $2 WHERE push_id = $1",
+            &[&push, &lease_end],
+        )
+        .await
+        .unwrap();
+    h.delete_acked(&h.queue_url, &messages, &SqsBatchResponse::default())
+        .await;
+
+    // While the lease lasts, the row is left to its holder.
+    h.clock.advance(Duration::from_secs(200));
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 0);
+
+    // Once it has run out, the sweep sends it again (long before REQUEUE_AFTER), and it completes.
+    h.clock.advance(Duration::from_secs(101));
+    assert!(Duration::from_secs(301) < outbox::REQUEUE_AFTER);
+    assert_eq!(h.flush(&h.queue_url, h.clock.now()).await.sent, 1);
+    let again = h.aws.receive(&h.queue_url, 1, WAIT).await;
+    assert_eq!(Aws::push_ids(&again).get(&push), Some(&1));
+    let r = h.enrich(&h.deps(), &again).await;
+    assert!(r.batch_item_failures.is_empty());
+    assert_eq!(h.row(push).await.0, "completed");
+}
+
+#[tokio::test]
 async fn a_message_for_a_push_not_yet_due_spends_nothing_and_leaves_it_to_the_outbox() {
     let h = harness(5000, Duration::from_secs(3600)).await;
     let pushes = h.ingest().await;

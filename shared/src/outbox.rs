@@ -89,7 +89,9 @@ pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
 
 /// Puts back in the outbox (`enqueued_at` NULL) the rows still waiting for enrichment whose
 /// message went out more than `requeue_after` before they were due (or before `now`, when
-/// they were due earlier): that message is lost. Returns how many rows.
+/// they were due earlier): that message is lost. Also the rows whose lease has run out: the
+/// worker that held it died, and a message that met the live lease was acked as busy.
+/// Returns how many rows.
 pub async fn requeue_stale(
     pool: &Pool,
     now: DateTime<Utc>,
@@ -100,9 +102,9 @@ pub async fn requeue_stale(
     let n = client
         .execute(
             "UPDATE push_events SET enqueued_at = NULL
-             WHERE enqueued_at < $1
+             WHERE enqueued_at IS NOT NULL
                AND ((enrichment_status = 'pending' AND greatest(enqueued_at, next_attempt_at) < $1)
-                    OR (enrichment_status = 'in_progress' AND enqueued_at < $1 AND locked_until <= $2))",
+                    OR (enrichment_status = 'in_progress' AND locked_until <= $2))",
             &[&(now - after), &now],
         )
         .await
