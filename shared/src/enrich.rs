@@ -589,14 +589,7 @@ impl Enricher {
             .filter(|(_, e)| !e.gone)
             .max_by_key(|(_, e)| e.fetched_at)
             .and_then(|(_, e)| e.etag.as_deref());
-        let answer = self
-            .github
-            .get_before(&path, etag, Purpose::Enrich, deadline)
-            .await;
-        let now = self.clock.now();
-        if answer.is_ok() {
-            answered.store(true, Ordering::Relaxed);
-        }
+        let (answer, now) = self.ask(&path, etag, answered, deadline).await;
         let all =
             |e: Entity| -> HashMap<i64, Entity> { ids.iter().map(|id| (*id, e.clone())).collect() };
         let mut lost = Vec::new();
@@ -670,6 +663,25 @@ impl Enricher {
         Ok((found, lost))
     }
 
+    /// One request for enrichment; notes in `answered` that GitHub answered at all (which
+    /// ends a pause of all enrichment). Returns the answer and when it came.
+    async fn ask(
+        &self,
+        path: &str,
+        etag: Option<&str>,
+        answered: &AtomicBool,
+        deadline: Deadline,
+    ) -> (Result<Fetched, GithubError>, DateTime<Utc>) {
+        let answer = self
+            .github
+            .get_before(path, etag, Purpose::Enrich, deadline)
+            .await;
+        if answer.is_ok() {
+            answered.store(true, Ordering::Relaxed);
+        }
+        (answer, self.clock.now())
+    }
+
     /// Asks for one account or repository by its id (`/user/{id}`, `/repositories/{id}`),
     /// which answers with its current login or full name; a 404 there means it is gone.
     async fn fetch_by_id(
@@ -684,14 +696,7 @@ impl Enricher {
             Kind::Actor => format!("/user/{id}"),
             Kind::Repo => format!("/repositories/{id}"),
         };
-        let answer = self
-            .github
-            .get_before(&path, None, Purpose::Enrich, deadline)
-            .await;
-        let now = self.clock.now();
-        if answer.is_ok() {
-            answered.store(true, Ordering::Relaxed);
-        }
+        let (answer, now) = self.ask(&path, None, answered, deadline).await;
         Ok(match answer {
             Ok(Fetched::Ok { body, etag, .. }) => {
                 match serde_json::from_slice::<serde_json::Value>(&body) {

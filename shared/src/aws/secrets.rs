@@ -107,27 +107,36 @@ impl CredentialSource for SecretsManagerCredentials {
     }
 }
 
-/// The user name and password of a database secret (JSON).
-pub fn credentials_of(secret_json: &str) -> Result<DbCredentials, SecretsError> {
-    let bad = |reason: String| SecretsError::Database {
+/// What a database secret's fault is called in errors.
+fn bad_secret(reason: String) -> SecretsError {
+    SecretsError::Database {
         variable: "DATABASE_SECRET_ARN",
         reason,
-    };
-    let v: Value = serde_json::from_str(secret_json).map_err(|e| {
-        bad(format!(
+    }
+}
+
+/// A database secret's JSON. The parse error says where, never what (the text is the secret).
+fn secret_value(secret_json: &str) -> Result<Value, SecretsError> {
+    serde_json::from_str(secret_json).map_err(|e| {
+        bad_secret(format!(
             "not a JSON object (line {}, column {})",
             e.line(),
             e.column()
         ))
-    })?;
+    })
+}
+
+/// The user name and password of a database secret (JSON).
+pub fn credentials_of(secret_json: &str) -> Result<DbCredentials, SecretsError> {
+    let v = secret_value(secret_json)?;
     let field = |name: &str| match v.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
     Ok(DbCredentials {
-        user: field("username").ok_or_else(|| bad("no \"username\"".into()))?,
+        user: field("username").ok_or_else(|| bad_secret("no \"username\"".into()))?,
         password: SecretString::from(
-            field("password").ok_or_else(|| bad("no \"password\"".into()))?,
+            field("password").ok_or_else(|| bad_secret("no \"password\"".into()))?,
         ),
     })
 }
@@ -137,18 +146,7 @@ pub fn database_url(
     secret_json: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, SecretsError> {
-    let bad = |reason: String| SecretsError::Database {
-        variable: "DATABASE_SECRET_ARN",
-        reason,
-    };
-    // The parse error says where, never what (the text is the secret).
-    let v: Value = serde_json::from_str(secret_json).map_err(|e| {
-        bad(format!(
-            "not a JSON object (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let v = secret_value(secret_json)?;
     let field = |name: &str| -> Option<String> {
         match v.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -156,11 +154,11 @@ pub fn database_url(
             _ => None,
         }
     };
-    let username = field("username").ok_or_else(|| bad("no \"username\"".into()))?;
-    let password = field("password").ok_or_else(|| bad("no \"password\"".into()))?;
+    let username = field("username").ok_or_else(|| bad_secret("no \"username\"".into()))?;
+    let password = field("password").ok_or_else(|| bad_secret("no \"password\"".into()))?;
     let host = env("DB_HOST")
         .or_else(|| field("host"))
-        .ok_or_else(|| bad("no host: set DB_HOST or put \"host\" in the secret".into()))?;
+        .ok_or_else(|| bad_secret("no host: set DB_HOST or put \"host\" in the secret".into()))?;
     let port = env("DB_PORT")
         .or_else(|| field("port"))
         .unwrap_or_else(|| "5432".into());
