@@ -814,8 +814,8 @@ class Campaign:
         return before[-1] if before else (segs[0] if segs else None)
 
     def report(self, elapsed):
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        # The commit the binaries were built from (read when the campaign started).
+        commit, dirty = self.built_from
         # Losses are attributed to the segment in which the event was first served, forgotten
         # push events to the segment in which they were stored.
         first_served = {}
@@ -943,6 +943,10 @@ class Campaign:
 
     def main(self):
         started = time.time()
+        self.built_from = (
+            subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+            subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip(),
+        )
         self.sims, self.releasers, self.wait_clamp = {}, [], {}
         self.pg = Postgres(free_port())
         self.ls = None
