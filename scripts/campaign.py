@@ -995,6 +995,9 @@ def main():
     ap.add_argument("--work", default=str(REPO / "target" / "campaign"))
     ap.add_argument("--doc", default=str(REPO / "docs" / "reliability.md"), help="where the report goes")
     args = ap.parse_args()
+    # SIGTERM (CI's time limit, a user's kill) unwinds like Ctrl-C, so the clean-up stops the
+    # PostgreSQL cluster, LocalStack and github-sim it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(Campaign(args).main())
 
 
