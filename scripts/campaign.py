@@ -376,7 +376,7 @@ class Campaign:
                 "RUST_LOG": "info,refinery_core=warn,tokio_postgres=warn", "RUST_BACKTRACE": "1", "NO_COLOR": "1",
                 "ENRICH_MAX_ATTEMPTS": "3", "HOME": os.environ.get("HOME", "/root")}
 
-    def until_due(self, db, cap=30):
+    def until_due(self, db, cap=10):
         """Waits until the feed may be polled again (poll_state.next_poll_at), at most `cap` s."""
         try:
             rows = self.pg.rows(db, "SELECT GREATEST(0, EXTRACT(EPOCH FROM (next_poll_at - now()))) FROM poll_state WHERE feed = 'events'")
