@@ -415,7 +415,7 @@ async fn sigterm_finishes_the_page_in_hand_releases_what_it_holds_and_exits_0() 
         0
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             .await,
         0,
         "the feed lock is released"

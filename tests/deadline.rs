@@ -114,7 +114,7 @@ async fn a_slow_github_ends_the_ingest_invocation_before_its_deadline_with_nothi
         "the cut request's budget unit is settled"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             .await,
         0,
         "the feed lock is released"

@@ -269,7 +269,7 @@ async fn migrations_run_with_a_lock_timeout_and_leave_the_session_as_it_was() {
     );
     let locked: i64 = conn
         .query_one(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[],
         )
         .await
