@@ -9,6 +9,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
+/// 2001-09-09T01:46:40Z: a deadline before it is not a wall-clock time.
+pub const EARLIEST_REAL_DEADLINE_MS: u64 = 1_000_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Deadline(Option<Instant>);
 
@@ -26,14 +29,22 @@ impl Deadline {
     }
 
     /// Lambda's `Context::deadline` (milliseconds since the Unix epoch). 0, what a context
-    /// built without the runtime carries, means none.
+    /// built without the runtime carries, means none; so does a value before
+    /// [`EARLIEST_REAL_DEADLINE_MS`], which no real invocation sends (`cargo lambda watch`'s
+    /// emulator sends a constant 600000, ten minutes after the epoch).
     pub fn from_epoch_millis(ms: u64) -> Self {
         Self::from_epoch_millis_at(ms, SystemTime::now(), Instant::now())
     }
 
     /// [`Deadline::from_epoch_millis`] with the two clocks' "now" given.
     pub fn from_epoch_millis_at(ms: u64, now: SystemTime, now_instant: Instant) -> Self {
-        if ms == 0 {
+        if ms < EARLIEST_REAL_DEADLINE_MS {
+            if ms != 0 {
+                tracing::warn!(
+                    deadline_ms = ms,
+                    "the invocation's deadline is not a wall-clock time; running without one"
+                );
+            }
             return Self::NONE;
         }
         let at = UNIX_EPOCH + Duration::from_millis(ms);
@@ -67,6 +78,19 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_that_is_not_a_wall_clock_time_is_no_deadline() {
+        let (now, instant) = (SystemTime::now(), Instant::now());
+        // What `cargo lambda watch` sends, and what a context built by hand carries.
+        assert!(Deadline::from_epoch_millis_at(600_000, now, instant).is_none());
+        assert!(Deadline::from_epoch_millis_at(0, now, instant).is_none());
+        // A real one, a minute ahead.
+        let real = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
+        let d = Deadline::from_epoch_millis_at(real, now, instant);
+        assert!(!d.is_none());
+        assert!(!d.allows(Duration::from_secs(61)));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_caps_waits_and_keeps_its_reserve() {
@@ -103,7 +127,7 @@ mod tests {
         assert_eq!(d, Deadline::at(at + Duration::from_secs(120)));
         assert!(Deadline::from_epoch_millis_at(0, now, at).is_none());
         // Already passed: no time left, not a panic.
-        let past = Deadline::from_epoch_millis_at(1_000, now, at);
+        let past = Deadline::from_epoch_millis_at(1_800_000_000_000 - 1_000, now, at);
         assert_eq!(past.remaining(), Some(Duration::ZERO));
     }
 }
