@@ -171,6 +171,26 @@ impl Harness {
     fn later(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }
+
+    /// To the poll the last cycle planned (after a failure the planner may wait longer than
+    /// a minute), and at least a minute on.
+    async fn until_next_poll(&self) {
+        self.later(61);
+        let due: chrono::DateTime<chrono::Utc> = self
+            .db
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT next_poll_at FROM poll_state WHERE feed = 'events'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.clock.set(due.max(self.clock.now()));
+    }
 }
 
 fn scheduled() -> LambdaEvent<EventBridgeEvent> {
@@ -353,7 +373,7 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
 
     // An endpoint nobody listens on: a connection failure, worth retrying.
     let closed = sdk_for("http://127.0.0.1:9").await;
-    h.later(61);
+    h.until_next_poll().await;
     let deps = h.deps_with(
         Some(h.s3_raw_store(
             &ghevents::aws::s3_client(&closed),
@@ -376,7 +396,7 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
     );
 
     // S3 is back: the next tick stores every page, once, and queues the pushes.
-    h.later(61);
+    h.until_next_poll().await;
     let r = invoke(&h.deps()).await.unwrap();
     assert_eq!(
         (r.summary.outcome, r.summary.pages, r.summary.new_events),
