@@ -94,19 +94,7 @@ impl Harness {
     /// Moves the clock to the next poll the last cycle planned (its poll interval, or later
     /// when the budget's pacing says so).
     async fn until_next_poll(&self) {
-        let due: DateTime<Utc> = self
-            .db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT next_poll_at FROM poll_state WHERE feed = 'events'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let due = self.db.next_poll_at().await;
         self.clock.set(due.max(self.clock.now()));
     }
 }

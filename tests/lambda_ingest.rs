@@ -176,19 +176,7 @@ impl Harness {
     /// a minute), and at least a minute on.
     async fn until_next_poll(&self) {
         self.later(61);
-        let due: chrono::DateTime<chrono::Utc> = self
-            .db
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one(
-                "SELECT next_poll_at FROM poll_state WHERE feed = 'events'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let due = self.db.next_poll_at().await;
         self.clock.set(due.max(self.clock.now()));
     }
 }

@@ -83,6 +83,21 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0)
     }
+
+    /// When the events feed's last cycle planned the next poll.
+    pub async fn next_poll_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT next_poll_at FROM poll_state WHERE feed = 'events'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 impl Drop for TestDb {
