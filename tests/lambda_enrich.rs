@@ -15,7 +15,7 @@ use ghevents::aws::sqs::SqsQueue;
 use ghevents::clock::{Clock, ManualClock, SystemClock};
 use ghevents::enrich::Enricher;
 use ghevents::outbox::{self, FlushReport};
-use ghevents::raw::PushQueue;
+use ghevents::queue::PushQueue;
 use ghevents_enrich::{handler, Deps};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;

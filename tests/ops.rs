@@ -373,9 +373,10 @@ async fn a_reparse_killed_half_way_completes_on_the_next_run_without_duplicates(
 
 #[tokio::test]
 async fn reparse_reads_payloads_stored_as_object_lines() {
+    use ghevents::raw::RawRef;
     use ghevents::raw::{encode_page, MemoryObjects, ObjectWriter};
     use ghevents::reparse::{reparse, ReparseOptions, ReparseProgress};
-    use ghevents::store::{write_events, EventInsert, RawRef, Source};
+    use ghevents::store::{write_events, EventInsert, Source};
     let db = TestDb::new().await;
     let texts = [
         r#"{"id":"11","type":"PushEvent","actor":{"id":1,"login":"a"},"repo":{"id":2,"name":"a/b"},"payload":{"push_id":101,"ref":"refs/tags/v1","head":"h","before":"b"},"public":true,"created_at":"2026-01-01T00:00:00Z"}"#,
@@ -461,7 +462,8 @@ async fn reparse_reads_payloads_stored_as_object_lines() {
 #[tokio::test]
 async fn check_and_reparse_read_raw_objects_from_s3() {
     use ghevents::raw::encode_page;
-    use ghevents::store::{write_events, EventInsert, RawRef, Source};
+    use ghevents::raw::RawRef;
+    use ghevents::store::{write_events, EventInsert, Source};
     let aws = aws_support::localstack().await;
     let bucket = aws.bucket().await;
     let db = TestDb::new().await;

@@ -9,7 +9,8 @@
 //! No line is ever a reason to stop: it is stored, or rejected with its reason.
 
 use crate::event::{parse_event_str, ParseError};
-use crate::store::{self, EventInsert, RawRef, Source, StoreError};
+use crate::raw::RawRef;
+use crate::store::{self, EventInsert, Source, StoreError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;

@@ -21,7 +21,8 @@ use crate::deadline::Deadline;
 use crate::event::{parse_event, Parsed};
 use crate::github::{Fetched, GithubClient, GithubError};
 use crate::plan::{self, Binds, FeedRate, Plan, PlanInput};
-use crate::raw::{Page, PushQueue, RawStore, RawStoreError};
+use crate::queue::PushQueue;
+use crate::raw::{Page, RawStore, RawStoreError};
 use crate::store::{
     self, AdvisoryLock, CycleEnd, EventInsert, PgBudget, PollState, Source, StoreError,
 };

@@ -18,6 +18,7 @@ pub mod import;
 pub mod ingest;
 pub mod outbox;
 pub mod plan;
+pub mod queue;
 pub mod raw;
 pub mod reparse;
 pub mod sanitize;

@@ -22,7 +22,7 @@
 //! Only when a queue is configured: locally the Postgres worker picks pending rows directly.
 
 use crate::ingest::EVENTS_FEED;
-use crate::raw::{PushQueue, QueueError, MAX_DELIVERY_DELAY};
+use crate::queue::{PushQueue, QueueError, MAX_DELIVERY_DELAY};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

@@ -23,7 +23,7 @@ use ghevents::clock::Clock;
 use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
 use ghevents::outbox::{self, FlushReport};
-use ghevents::raw::PushQueue;
+use ghevents::queue::PushQueue;
 use ghevents::store::{self, StoreError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;

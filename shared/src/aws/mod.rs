@@ -10,7 +10,8 @@ pub mod secrets;
 pub mod sqs;
 
 use crate::config::{Config, RawPayloadStore};
-use crate::raw::{ObjectRaw, PushQueue, RawStore};
+use crate::queue::PushQueue;
+use crate::raw::{ObjectRaw, RawStore};
 use crate::store::CredentialSource;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;

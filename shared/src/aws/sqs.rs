@@ -3,7 +3,7 @@
 //! outbox sends a deferred row for its due time, at most 15 minutes ahead).
 
 use super::{sdk_error_retryable, sdk_error_text};
-use crate::raw::{PushQueue, QueueError, SendReport, MAX_DELIVERY_DELAY};
+use crate::queue::{PushQueue, QueueError, SendReport, MAX_DELIVERY_DELAY};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use std::collections::HashMap;
 use std::time::Duration;

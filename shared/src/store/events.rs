@@ -1,5 +1,6 @@
 use super::{Ctx, StoreError};
 use crate::event::{EventRow, Parsed, PushRow};
+use crate::raw::RawRef;
 use crate::sanitize;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -20,15 +21,6 @@ impl Source {
             Source::Archive => "archive",
         }
     }
-}
-
-/// Where the raw bytes of an event live.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawRef {
-    /// Inline, as JSONB.
-    Inline(String),
-    /// Line `line` (0-based) of the gzip NDJSON object `key`.
-    Object { key: String, line: i32 },
 }
 
 /// One event to store: what the parser made of it and where its raw bytes are.

@@ -12,7 +12,7 @@ pub mod work;
 
 pub use budget::PgBudget;
 pub use credentials::{CredentialSource, DbCredentials};
-pub use events::{write_events, write_events_tx, EventInsert, PageWrite, RawRef, Source};
+pub use events::{write_events, write_events_tx, EventInsert, PageWrite, Source};
 pub use lock::AdvisoryLock;
 pub use poll::{CycleEnd, PollState};
 
