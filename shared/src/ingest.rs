@@ -24,7 +24,7 @@ use crate::plan::{self, Binds, FeedRate, Plan, PlanInput};
 use crate::queue::PushQueue;
 use crate::raw::{Page, RawStore, RawStoreError};
 use crate::store::{
-    self, AdvisoryLock, CycleEnd, EventInsert, PgBudget, PollState, Source, StoreError,
+    self, AdvisoryLock, CycleEnd, EventInsert, PgBudget, PollState, Source, StoreError, EVENTS_FEED,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -34,8 +34,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
-
-pub const EVENTS_FEED: &str = "events";
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -215,8 +213,7 @@ impl Ingestor {
     /// [`Ingestor::run_cycle`] that ends before `deadline` (see [`IngestOptions::deadline_margin`]).
     pub async fn run_cycle_before(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
         let feed = EVENTS_FEED;
-        let Some(lock) = AdvisoryLock::try_acquire(&self.pool, &format!("poll:{feed}")).await?
-        else {
+        let Some(lock) = AdvisoryLock::try_feed(&self.pool, feed).await? else {
             info!(feed, "another process is polling this feed; nothing to do");
             return Ok(CycleSummary::new(Outcome::Busy));
         };

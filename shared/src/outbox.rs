@@ -21,9 +21,8 @@
 //!
 //! Only when a queue is configured: locally the Postgres worker picks pending rows directly.
 
-use crate::ingest::EVENTS_FEED;
 use crate::queue::{PushQueue, QueueError, MAX_DELIVERY_DELAY};
-use crate::store::StoreError;
+use crate::store::{AdvisoryLock, Ctx, StoreError, EVENTS_FEED};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use std::time::Duration;
@@ -67,24 +66,7 @@ pub async fn mark_enqueued(
             &[&push_ids, &now],
         )
         .await
-        .map_err(|source| StoreError::Db { context: "mark push ids enqueued", source })
-}
-
-/// Push events waiting for enrichment with no message on the queue (new, or put back).
-pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM push_events
-             WHERE enqueued_at IS NULL AND enrichment_status IN ('pending', 'in_progress')",
-            &[],
-        )
-        .await
-        .map_err(|source| StoreError::Db {
-            context: "count outbox",
-            source,
-        })?;
-    Ok(row.get(0))
+        .ctx("mark push ids enqueued")
 }
 
 /// Puts back in the outbox (`enqueued_at` NULL) the rows still waiting for enrichment whose
@@ -108,10 +90,7 @@ pub async fn requeue_stale(
             &[&(now - after), &now],
         )
         .await
-        .map_err(|source| StoreError::Db {
-            context: "requeue stale outbox rows",
-            source,
-        })?;
+        .ctx("requeue stale outbox rows")?;
     if n > 0 {
         warn!(
             rows = n,
@@ -138,13 +117,7 @@ pub async fn flush(
     while (report.sent as usize) < limit {
         let take = i64::try_from(BATCH.min(limit - report.sent as usize)).unwrap_or(10);
         let mut client = pool.get().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|source| StoreError::Db {
-                context: "begin outbox flush",
-                source,
-            })?;
+        let tx = client.transaction().await.ctx("begin outbox flush")?;
         let horizon = now
             + chrono::Duration::from_std(MAX_DELIVERY_DELAY).unwrap_or(chrono::Duration::zero());
         let items: Vec<(i64, Duration)> = tx
@@ -158,10 +131,7 @@ pub async fn flush(
                 &[&take, &horizon],
             )
             .await
-            .map_err(|source| StoreError::Db {
-                context: "select outbox batch",
-                source,
-            })?
+            .ctx("select outbox batch")?
             .iter()
             .map(|r| {
                 let due: DateTime<Utc> = r.get(1);
@@ -169,10 +139,7 @@ pub async fn flush(
             })
             .collect();
         if items.is_empty() {
-            tx.commit().await.map_err(|source| StoreError::Db {
-                context: "end outbox flush",
-                source,
-            })?;
+            tx.commit().await.ctx("end outbox flush")?;
             break;
         }
         let sent = queue.send_delayed(&items).await;
@@ -184,15 +151,9 @@ pub async fn flush(
                 &[&sent.sent, &now],
             )
             .await
-            .map_err(|source| StoreError::Db {
-                context: "mark outbox batch",
-                source,
-            })?;
+            .ctx("mark outbox batch")?;
         }
-        tx.commit().await.map_err(|source| StoreError::Db {
-            context: "commit outbox batch",
-            source,
-        })?;
+        tx.commit().await.ctx("commit outbox batch")?;
         report.sent += sent.sent.len() as u64;
         if let Some(e) = sent.first_error() {
             report.failed = sent.failed.len() as u64;
@@ -221,52 +182,17 @@ pub async fn flush_when_idle(
     limit: usize,
     requeue_after: Duration,
 ) -> Result<Option<FlushReport>, StoreError> {
-    // The session-level advisory lock `Ingestor::run_cycle` holds on the feed (key
-    // `hashtextextended('ghevents:poll:' || feed, 0)`), taken on a connection of its own.
-    let mut lock = FeedLock(Some(pool.get().await?));
-    let conn = lock.0.as_ref().expect("just set");
-    let got: bool = conn
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtextextended('ghevents:poll:' || $1, 0))",
-            &[&EVENTS_FEED],
-        )
-        .await
-        .map_err(|source| StoreError::Db {
-            context: "try the feed's cycle lock",
-            source,
-        })?
-        .get(0);
-    if !got {
-        // Not ours: the connection goes back to the pool as it is.
-        drop(lock.0.take());
+    let Some(lock) = AdvisoryLock::try_feed(pool, EVENTS_FEED).await? else {
         info!("an ingest cycle is running; the outbox is left to it and the next invocation");
         return Ok(None);
-    }
+    };
     let result = match requeue_stale(pool, now, requeue_after).await {
         Ok(_) => flush(pool, queue, now, limit).await,
         Err(e) => Err(e),
     };
-    let unlocked = conn
-        .execute(
-            "SELECT pg_advisory_unlock(hashtextextended('ghevents:poll:' || $1, 0))",
-            &[&EVENTS_FEED],
-        )
-        .await;
-    if unlocked.is_ok() {
-        drop(lock.0.take());
+    if let Err(e) = lock.release().await {
+        // The lock's session was closed, which releases it; the flush's result stands.
+        warn!(error = %e, "feed lock not released cleanly after an outbox flush");
     }
     result.map(Some)
-}
-
-/// The feed's lock held on a pooled connection. Dropped while still held (an error, or the
-/// future cancelled mid-flush), it closes the connection instead of returning it to the pool,
-/// which releases the lock.
-struct FeedLock(Option<deadpool_postgres::Object>);
-
-impl Drop for FeedLock {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(deadpool_postgres::Object::take(conn));
-        }
-    }
 }
