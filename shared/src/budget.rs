@@ -254,12 +254,14 @@ impl State {
 /// it began.
 pub const WINDOW: chrono::Duration = chrono::Duration::hours(1);
 
-/// An in-memory budget: the same logic as the Postgres one, for one process and for tests.
+/// An in-memory budget: the same logic as the Postgres one, for unit tests.
+#[cfg(test)]
 pub struct MemoryBudget {
     state: std::sync::Mutex<State>,
     reserve_per_60: u32,
 }
 
+#[cfg(test)]
 impl MemoryBudget {
     pub fn new(limit: i32, reserve_per_60: u32, now: DateTime<Utc>) -> Self {
         Self {
@@ -272,6 +274,7 @@ impl MemoryBudget {
     }
 }
 
+#[cfg(test)]
 #[async_trait::async_trait]
 impl Budget for MemoryBudget {
     async fn acquire(

@@ -2,7 +2,6 @@
 //! drive it.
 
 use chrono::{DateTime, Utc};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A source of "now" and a way to wait.
@@ -40,31 +39,42 @@ pub async fn sleep_or_stop(
     stopped || *stop.borrow()
 }
 
-/// A clock that only moves when told to; `sleep` advances it instantly.
-#[derive(Clone, Debug)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+#[cfg(any(test, feature = "mocks"))]
+pub use fake::ManualClock;
 
-impl ManualClock {
-    pub fn at(t: DateTime<Utc>) -> Self {
-        Self(Arc::new(Mutex::new(t)))
-    }
-    pub fn advance(&self, d: Duration) {
-        let mut t = self.0.lock().expect("clock lock");
-        *t += chrono::Duration::from_std(d).expect("duration in range");
-    }
-    pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().expect("clock lock") = to;
-    }
-}
+#[cfg(any(test, feature = "mocks"))]
+mod fake {
+    use super::Clock;
+    use chrono::{DateTime, Utc};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
-#[async_trait::async_trait]
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock lock")
+    /// A clock that only moves when told to; `sleep` advances it instantly.
+    #[derive(Clone, Debug)]
+    pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+    impl ManualClock {
+        pub fn at(t: DateTime<Utc>) -> Self {
+            Self(Arc::new(Mutex::new(t)))
+        }
+        pub fn advance(&self, d: Duration) {
+            let mut t = self.0.lock().expect("clock lock");
+            *t += chrono::Duration::from_std(d).expect("duration in range");
+        }
+        pub fn set(&self, to: DateTime<Utc>) {
+            *self.0.lock().expect("clock lock") = to;
+        }
     }
-    async fn sleep(&self, d: Duration) {
-        self.advance(d);
-        tokio::task::yield_now().await;
+
+    #[async_trait::async_trait]
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().expect("clock lock")
+        }
+        async fn sleep(&self, d: Duration) {
+            self.advance(d);
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -1,9 +1,6 @@
 //! The push-queue port: the hand-off of new push ids to enrichment (an SQS queue in AWS,
 //! see `crate::aws::sqs`), and an in-memory fake.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 /// Why the queue did not take a push id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("push queue: {context}: {message}")]
@@ -61,65 +58,75 @@ pub trait PushQueue: Send + Sync {
 /// The longest delivery delay a queue message can have (SQS `DelaySeconds`: 15 minutes).
 pub const MAX_DELIVERY_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
-/// An in-memory [`PushQueue`] for tests: keeps every id it accepted, in order, and can be
-/// told to refuse everything or particular ids.
-#[derive(Default)]
-pub struct MemoryQueue {
-    sent: Mutex<Vec<i64>>,
-    refuse_all: AtomicBool,
-    refuse: Mutex<Vec<i64>>,
-    calls: AtomicUsize,
-}
+#[cfg(any(test, feature = "mocks"))]
+pub use fake::MemoryQueue;
 
-impl MemoryQueue {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Every id accepted so far, in order (duplicates included).
-    pub fn sent(&self) -> Vec<i64> {
-        self.sent.lock().expect("queue lock").clone()
-    }
-    /// How many times `send` was called.
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-    /// From now on refuse every id (`true`) or accept again (`false`).
-    pub fn refuse_all(&self, refuse: bool) {
-        self.refuse_all.store(refuse, Ordering::SeqCst);
-    }
-    /// Refuse these ids from now on.
-    pub fn refuse_ids(&self, ids: &[i64]) {
-        self.refuse
-            .lock()
-            .expect("queue lock")
-            .extend_from_slice(ids);
-    }
-}
+#[cfg(any(test, feature = "mocks"))]
+mod fake {
+    use super::{PushQueue, QueueError, SendReport};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-#[async_trait::async_trait]
-impl PushQueue for MemoryQueue {
-    async fn send(&self, push_ids: &[i64]) -> SendReport {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let refused = QueueError {
-            context: "memory queue".into(),
-            message: "refused".into(),
-            retryable: true,
-        };
-        if self.refuse_all.load(Ordering::SeqCst) {
-            return SendReport::all_failed(push_ids, &refused);
+    /// An in-memory [`PushQueue`] for tests: keeps every id it accepted, in order, and can be
+    /// told to refuse everything or particular ids.
+    #[derive(Default)]
+    pub struct MemoryQueue {
+        sent: Mutex<Vec<i64>>,
+        refuse_all: AtomicBool,
+        refuse: Mutex<Vec<i64>>,
+        calls: AtomicUsize,
+    }
+
+    impl MemoryQueue {
+        pub fn new() -> Self {
+            Self::default()
         }
-        let refuse = self.refuse.lock().expect("queue lock").clone();
-        let mut report = SendReport::default();
-        let mut sent = self.sent.lock().expect("queue lock");
-        for &id in push_ids {
-            if refuse.contains(&id) {
-                report.failed.push((id, refused.clone()));
-            } else {
-                sent.push(id);
-                report.sent.push(id);
+        /// Every id accepted so far, in order (duplicates included).
+        pub fn sent(&self) -> Vec<i64> {
+            self.sent.lock().expect("queue lock").clone()
+        }
+        /// How many times `send` was called.
+        pub fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+        /// From now on refuse every id (`true`) or accept again (`false`).
+        pub fn refuse_all(&self, refuse: bool) {
+            self.refuse_all.store(refuse, Ordering::SeqCst);
+        }
+        /// Refuse these ids from now on.
+        pub fn refuse_ids(&self, ids: &[i64]) {
+            self.refuse
+                .lock()
+                .expect("queue lock")
+                .extend_from_slice(ids);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PushQueue for MemoryQueue {
+        async fn send(&self, push_ids: &[i64]) -> SendReport {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let refused = QueueError {
+                context: "memory queue".into(),
+                message: "refused".into(),
+                retryable: true,
+            };
+            if self.refuse_all.load(Ordering::SeqCst) {
+                return SendReport::all_failed(push_ids, &refused);
             }
+            let refuse = self.refuse.lock().expect("queue lock").clone();
+            let mut report = SendReport::default();
+            let mut sent = self.sent.lock().expect("queue lock");
+            for &id in push_ids {
+                if refuse.contains(&id) {
+                    report.failed.push((id, refused.clone()));
+                } else {
+                    sent.push(id);
+                    report.sent.push(id);
+                }
+            }
+            report
         }
-        report
     }
 }
 

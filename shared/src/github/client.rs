@@ -237,10 +237,6 @@ impl GithubClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// The longest one attempt may take (connection, headers and body).
     pub fn attempt_timeout(&self) -> Duration {
         self.attempt_timeout

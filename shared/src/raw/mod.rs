@@ -10,6 +10,8 @@ mod objects;
 mod read;
 mod store;
 
-pub use objects::{encode_page, line_of, page_key, MemoryObjects, ObjectReader, ObjectWriter};
+#[cfg(any(test, feature = "mocks"))]
+pub use objects::MemoryObjects;
+pub use objects::{encode_page, line_of, page_key, ObjectReader, ObjectWriter};
 pub use read::{read_raw, ReadRawError};
 pub use store::{InlineRaw, ObjectRaw, Page, RawRef, RawStore, RawStoreError};

@@ -6,10 +6,7 @@ use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Reads whole objects (S3 `GetObject`, or the in-memory fake).
 #[async_trait::async_trait]
@@ -74,67 +71,78 @@ impl<T: ObjectReader + ?Sized> ObjectReader for std::sync::Arc<T> {
     }
 }
 
-/// An in-memory object store, for tests: counts PUTs and can be told to fail them.
-#[derive(Default)]
-pub struct MemoryObjects {
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
-    puts: AtomicUsize,
-    fail_puts: AtomicBool,
-}
+#[cfg(any(test, feature = "mocks"))]
+pub use fake::MemoryObjects;
 
-impl MemoryObjects {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn keys(&self) -> Vec<String> {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-    pub fn puts(&self) -> usize {
-        self.puts.load(Ordering::SeqCst)
-    }
-    /// From now on every PUT fails (`true`) or succeeds (`false`).
-    pub fn fail_puts(&self, fail: bool) {
-        self.fail_puts.store(fail, Ordering::SeqCst);
-    }
-}
+#[cfg(any(test, feature = "mocks"))]
+mod fake {
+    use super::{ObjectReader, ObjectWriter, RawStoreError};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-#[async_trait::async_trait]
-impl ObjectWriter for MemoryObjects {
-    async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), RawStoreError> {
-        if self.fail_puts.load(Ordering::SeqCst) {
-            return Err(RawStoreError {
-                context: format!("put {key}"),
-                message: "store unavailable".into(),
-                retryable: true,
-            });
+    /// An in-memory object store, for tests: counts PUTs and can be told to fail them.
+    #[derive(Default)]
+    pub struct MemoryObjects {
+        objects: Mutex<BTreeMap<String, Vec<u8>>>,
+        puts: AtomicUsize,
+        fail_puts: AtomicBool,
+    }
+
+    impl MemoryObjects {
+        pub fn new() -> Self {
+            Self::default()
         }
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .insert(key.to_owned(), body);
-        Ok(())
+        pub fn keys(&self) -> Vec<String> {
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .keys()
+                .cloned()
+                .collect()
+        }
+        pub fn puts(&self) -> usize {
+            self.puts.load(Ordering::SeqCst)
+        }
+        /// From now on every PUT fails (`true`) or succeeds (`false`).
+        pub fn fail_puts(&self, fail: bool) {
+            self.fail_puts.store(fail, Ordering::SeqCst);
+        }
     }
-}
 
-#[async_trait::async_trait]
-impl ObjectReader for MemoryObjects {
-    async fn get_object(&self, key: &str) -> Result<Vec<u8>, RawStoreError> {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .get(key)
-            .cloned()
-            .ok_or_else(|| RawStoreError {
-                context: format!("get {key}"),
-                message: "no such key".into(),
-                retryable: false,
-            })
+    #[async_trait::async_trait]
+    impl ObjectWriter for MemoryObjects {
+        async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), RawStoreError> {
+            if self.fail_puts.load(Ordering::SeqCst) {
+                return Err(RawStoreError {
+                    context: format!("put {key}"),
+                    message: "store unavailable".into(),
+                    retryable: true,
+                });
+            }
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .insert(key.to_owned(), body);
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectReader for MemoryObjects {
+        async fn get_object(&self, key: &str) -> Result<Vec<u8>, RawStoreError> {
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .get(key)
+                .cloned()
+                .ok_or_else(|| RawStoreError {
+                    context: format!("get {key}"),
+                    message: "no such key".into(),
+                    retryable: false,
+                })
+        }
     }
 }
 
