@@ -13,6 +13,9 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "aws_support.rs"]
+mod aws_support;
+
 fn archive(name: &str) -> PathBuf {
     data_dir().join("gharchive").join(name)
 }
@@ -420,4 +423,64 @@ async fn sigterm_finishes_the_page_in_hand_releases_what_it_holds_and_exits_0() 
         0,
         "the feed lock is released"
     );
+}
+
+#[tokio::test]
+async fn ingest_once_with_raw_payloads_in_s3_writes_the_page_to_the_bucket_and_rows_refer_to_it() {
+    let aws = aws_support::localstack().await;
+    let bucket = aws.bucket().await;
+    let db = TestDb::new().await;
+    let gh = ReplayServer::start(Arc::new(SystemClock)).await;
+    let ids: Vec<i64> = (1..=5).collect();
+    gh.push(
+        "/events",
+        events_page(&ids, "W/\"a\"", 59, 4102444800, None),
+    );
+    let env = [
+        ("GITHUB_API_URL", gh.url.as_str()),
+        ("RAW_PAYLOAD_STORE", "s3"),
+        ("RAW_PAYLOAD_BUCKET", bucket.as_str()),
+        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+
+    let (code, out, err) = run(&db, &["ingest", "--once"], &env).await;
+
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("new=5"), "{out}");
+    let keys = aws.keys(&bucket).await;
+    assert_eq!(keys.len(), 1, "one object per page: {keys:?}");
+    assert!(
+        keys[0].starts_with("raw/events/") && keys[0].ends_with("-p1.json.gz"),
+        "{keys:?}"
+    );
+    let client = db.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT event_id, raw_object_line FROM github_events
+             WHERE raw IS NULL AND raw_object_key = $1 ORDER BY raw_object_line",
+            &[&keys[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        5,
+        "every event refers to its line of the object"
+    );
+    let objects = ghevents::aws::s3::S3Objects {
+        client: aws.s3.clone(),
+        bucket: bucket.clone(),
+    };
+    for row in &rows {
+        let id: i64 = row.get(0);
+        let bytes = ghevents::raw::read_raw(&db.pool, Some(&objects), id)
+            .await
+            .unwrap();
+        let event: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(event["id"], id.to_string(), "line {}", row.get::<_, i32>(1));
+    }
 }

@@ -6,10 +6,10 @@ use clap::{Parser, Subcommand};
 use ghevents::app::App;
 use ghevents::budget::Purpose;
 use ghevents::clock::{Clock, SystemClock};
-use ghevents::config::{Config, LogFormat};
+use ghevents::config::{Config, LogFormat, RawPayloadStore};
 use ghevents::import::{import_file, ImportSummary, Progress};
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
-use ghevents::raw::ObjectReader;
+use ghevents::raw::{ObjectReader, RawStore};
 use ghevents::store;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -150,7 +150,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Migrate => unreachable!("handled above"),
         Command::Ingest { once: true } => {
             let (_tx, stop) = tokio::sync::watch::channel(false);
-            let ingestor = app.ingestor(None, None, stop);
+            let ingestor = app.ingestor(raw_store(&app.config).await, None, stop);
             match ingestor.run_cycle().await {
                 Ok(s) => {
                     println!("{}", cycle_line(&s));
@@ -287,6 +287,20 @@ impl Signals {
     }
 }
 
+/// Where ingest keeps raw payloads: `RAW_PAYLOAD_STORE=s3` writes one object per page to
+/// `RAW_PAYLOAD_BUCKET` (AWS, or any S3-compatible endpoint `AWS_ENDPOINT_URL` names); else
+/// `None`, inline in Postgres. Push ids are not sent to a queue here: the local enrichment
+/// worker picks pending rows from Postgres.
+async fn raw_store(config: &Config) -> Option<Arc<dyn RawStore>> {
+    match config.raw_payload_store {
+        RawPayloadStore::Postgres => None,
+        RawPayloadStore::S3 => {
+            let sdk = ghevents::aws::sdk_config().await;
+            ghevents::aws::raw_store(config, &sdk)
+        }
+    }
+}
+
 async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
     let stop = stop_on_signal()?;
     // Enrichment runs beside ingest, never in its way: its failures are logged, not fatal.
@@ -295,7 +309,7 @@ async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
         let stop = stop.clone();
         tokio::spawn(async move { enricher.run_loop(stop).await })
     });
-    let ingestor = app.ingestor(None, None, stop);
+    let ingestor = app.ingestor(raw_store(&app.config).await, None, stop);
     ingestor
         .run_loop(|r: &Result<CycleSummary, IngestError>| match r {
             Ok(s) => println!("{}", cycle_line(s)),
