@@ -57,7 +57,7 @@ pub enum Observation {
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
     #[error("rate budget store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The port every GitHub request goes through.

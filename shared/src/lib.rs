@@ -23,3 +23,6 @@ pub mod raw;
 pub mod reparse;
 pub mod sanitize;
 pub mod store;
+
+/// The cause an error of a port keeps (`#[source]`), whatever the adapter behind the port.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,14 +1,53 @@
 //! The push-queue port: the hand-off of new push ids to enrichment (an SQS queue in AWS,
 //! see `crate::aws::sqs`), and an in-memory fake.
 
-/// Why the queue did not take a push id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("push queue: {context}: {message}")]
+use crate::BoxError;
+use std::sync::Arc;
+
+/// Why the queue did not take a push id. Cloned for every id of a failed call, so the cause
+/// is shared.
+#[derive(Debug, Clone)]
 pub struct QueueError {
+    /// The queue (`sqs`, …).
     pub context: String,
-    pub message: String,
     /// Sending the same id again later can succeed (throttling, a 5xx, a network error).
     pub retryable: bool,
+    pub source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "push queue: {}: {}", self.context, self.source)
+    }
+}
+
+/// Equal when they say the same: same queue, same decision, same cause text.
+impl PartialEq for QueueError {
+    fn eq(&self, other: &Self) -> bool {
+        self.context == other.context
+            && self.retryable == other.retryable
+            && self.source.to_string() == other.source.to_string()
+    }
+}
+
+impl Eq for QueueError {}
+
+// By hand: the source is the error inside the `Arc` (so callers can downcast it), not the
+// `Arc` itself.
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl QueueError {
+    pub fn new(context: impl Into<String>, retryable: bool, source: impl Into<BoxError>) -> Self {
+        Self {
+            context: context.into(),
+            retryable,
+            source: Arc::from(source.into()),
+        }
+    }
 }
 
 /// What a [`PushQueue::send`] did: the ids the queue accepted and, for the rest, why not.
@@ -106,11 +145,7 @@ mod fake {
     impl PushQueue for MemoryQueue {
         async fn send(&self, push_ids: &[i64]) -> SendReport {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let refused = QueueError {
-                context: "memory queue".into(),
-                message: "refused".into(),
-                retryable: true,
-            };
+            let refused = QueueError::new("memory queue", true, "refused");
             if self.refuse_all.load(Ordering::SeqCst) {
                 return SendReport::all_failed(push_ids, &refused);
             }

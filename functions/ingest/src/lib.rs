@@ -336,11 +336,11 @@ mod tests {
             "{}",
             d.error_message
         );
-        let gone = IngestError::Raw(ghevents::raw::RawStoreError {
-            context: "PutObject".into(),
-            message: "NoSuchBucket".into(),
-            retryable: false,
-        });
+        let gone = IngestError::Raw(ghevents::raw::RawStoreError::new(
+            "PutObject",
+            false,
+            "NoSuchBucket",
+        ));
         assert!(!cycle_error_retryable(&gone));
         let d: Diagnostic = HandlerError::Cycle {
             code: gone.code(),

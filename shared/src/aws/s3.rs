@@ -32,11 +32,12 @@ pub enum S3Error {
         #[source]
         source: Box<SdkError<GetObjectError, HttpResponse>>,
     },
-    #[error("GetObject s3://{bucket}/{key}: reading the body: {message}")]
+    #[error("GetObject s3://{bucket}/{key}: reading the body: {source}")]
     ReadBody {
         bucket: String,
         key: String,
-        message: String,
+        #[source]
+        source: aws_sdk_s3::primitives::ByteStreamError,
     },
 }
 
@@ -52,24 +53,7 @@ impl S3Error {
 
 impl From<S3Error> for RawStoreError {
     fn from(e: S3Error) -> Self {
-        let (context, retryable) = match &e {
-            S3Error::PutObject { bucket, key, .. } => {
-                (format!("PutObject s3://{bucket}/{key}"), e.is_retryable())
-            }
-            S3Error::GetObject { bucket, key, .. } | S3Error::ReadBody { bucket, key, .. } => {
-                (format!("GetObject s3://{bucket}/{key}"), e.is_retryable())
-            }
-        };
-        let message = match &e {
-            S3Error::PutObject { source, .. } => sdk_error_text(&**source),
-            S3Error::GetObject { source, .. } => sdk_error_text(&**source),
-            S3Error::ReadBody { message, .. } => message.clone(),
-        };
-        RawStoreError {
-            context,
-            message,
-            retryable,
-        }
+        RawStoreError::new("s3", e.is_retryable(), e)
     }
 }
 
@@ -106,11 +90,15 @@ impl S3Objects {
                 key: key.to_owned(),
                 source: Box::new(source),
             })?;
-        let body = out.body.collect().await.map_err(|e| S3Error::ReadBody {
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            message: e.to_string(),
-        })?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|source| S3Error::ReadBody {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                source,
+            })?;
         Ok(body.into_bytes().to_vec())
     }
 }

@@ -4,6 +4,9 @@
 
 use super::{sdk_error_retryable, sdk_error_text};
 use crate::queue::{PushQueue, QueueError, SendReport, MAX_DELIVERY_DELAY};
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,6 +14,46 @@ use tracing::warn;
 
 /// SQS's limit of entries per `SendMessageBatch`.
 pub const MAX_BATCH: usize = 10;
+
+/// Why SQS did not take a push id; a [`QueueError`]'s source.
+#[derive(Debug, thiserror::Error)]
+pub enum SqsError {
+    #[error("SendMessageBatch {queue_url}: {}", sdk_error_text(&**source))]
+    SendMessageBatch {
+        queue_url: String,
+        #[source]
+        source: Box<SdkError<SendMessageBatchError, HttpResponse>>,
+    },
+    #[error("SendMessageBatch {queue_url} entry {entry}: {code}: {message}")]
+    EntryFailed {
+        queue_url: String,
+        entry: String,
+        code: String,
+        message: String,
+        sender_fault: bool,
+    },
+    #[error("SendMessageBatch {queue_url} entry {entry}: neither in Successful nor in Failed")]
+    EntryUnanswered { queue_url: String, entry: String },
+    #[error("SendMessageBatch {queue_url}: not tried after an earlier batch failed")]
+    NotTried { queue_url: String },
+}
+
+impl SqsError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SqsError::SendMessageBatch { source, .. } => sdk_error_retryable(&**source),
+            // The sender's fault (a bad message) will not get better by itself.
+            SqsError::EntryFailed { sender_fault, .. } => !sender_fault,
+            SqsError::EntryUnanswered { .. } | SqsError::NotTried { .. } => true,
+        }
+    }
+}
+
+impl From<SqsError> for QueueError {
+    fn from(e: SqsError) -> Self {
+        QueueError::new("sqs", e.is_retryable(), e)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -86,12 +129,11 @@ impl SqsQueue {
             .await
         {
             Ok(out) => out,
-            Err(e) => {
-                let err = QueueError {
-                    context: format!("SendMessageBatch {}", self.queue_url),
-                    message: sdk_error_text(&e),
-                    retryable: sdk_error_retryable(&e),
-                };
+            Err(source) => {
+                let err = QueueError::from(SqsError::SendMessageBatch {
+                    queue_url: self.queue_url.clone(),
+                    source: Box::new(source),
+                });
                 return SendReport::all_failed(ids, &err);
             }
         };
@@ -115,16 +157,13 @@ impl SqsQueue {
                 answered[i] = true;
                 reasons.insert(
                     i,
-                    QueueError {
-                        context: format!(
-                            "SendMessageBatch {} entry {}",
-                            self.queue_url,
-                            failed.id()
-                        ),
-                        message: format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
-                        // The sender's fault (a bad message) will not get better by itself.
-                        retryable: !failed.sender_fault(),
-                    },
+                    QueueError::from(SqsError::EntryFailed {
+                        queue_url: self.queue_url.clone(),
+                        entry: failed.id().to_owned(),
+                        code: failed.code().to_owned(),
+                        message: failed.message().unwrap_or("").to_owned(),
+                        sender_fault: failed.sender_fault(),
+                    }),
                 );
             }
         }
@@ -134,11 +173,10 @@ impl SqsQueue {
             } else if !answered[i] {
                 report.failed.push((
                     *id,
-                    QueueError {
-                        context: format!("SendMessageBatch {}", self.queue_url),
-                        message: "entry neither in Successful nor in Failed".into(),
-                        retryable: true,
-                    },
+                    QueueError::from(SqsError::EntryUnanswered {
+                        queue_url: self.queue_url.clone(),
+                        entry: format!("m{i}"),
+                    }),
                 ));
             }
         }
@@ -168,10 +206,10 @@ impl PushQueue for SqsQueue {
         // it waits in the outbox for the next flush.
         let rest: Vec<i64> = chunks.flatten().map(|(id, _)| *id).collect();
         if !rest.is_empty() {
-            let err = report.first_error().cloned().unwrap_or_else(|| QueueError {
-                context: format!("SendMessageBatch {}", self.queue_url),
-                message: "not sent".into(),
-                retryable: true,
+            let err = report.first_error().cloned().unwrap_or_else(|| {
+                QueueError::from(SqsError::NotTried {
+                    queue_url: self.queue_url.clone(),
+                })
             });
             report.merge(SendReport::all_failed(&rest, &err));
         }
@@ -221,5 +259,33 @@ mod tests {
         );
         assert_eq!(queue_url_from_arn("arn:aws:s3:::bucket"), None);
         assert_eq!(queue_url_from_arn("nonsense"), None);
+    }
+
+    #[test]
+    fn a_queue_error_keeps_its_cause_and_whether_to_retry() {
+        let entry = |sender_fault| {
+            QueueError::from(SqsError::EntryFailed {
+                queue_url: "https://sqs.example/1/q".into(),
+                entry: "m0".into(),
+                code: "InvalidParameterValue".into(),
+                message: "bad body".into(),
+                sender_fault,
+            })
+        };
+        let e = entry(true);
+        assert!(!e.retryable);
+        assert!(entry(false).retryable);
+        let cause = std::error::Error::source(&e).expect("a source");
+        assert!(
+            matches!(
+                cause.downcast_ref::<SqsError>(),
+                Some(SqsError::EntryFailed { code, .. }) if code == "InvalidParameterValue"
+            ),
+            "{cause:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "push queue: sqs: SendMessageBatch https://sqs.example/1/q entry m0: InvalidParameterValue: bad body"
+        );
     }
 }

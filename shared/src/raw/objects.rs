@@ -114,11 +114,11 @@ mod fake {
     impl ObjectWriter for MemoryObjects {
         async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), RawStoreError> {
             if self.fail_puts.load(Ordering::SeqCst) {
-                return Err(RawStoreError {
-                    context: format!("put {key}"),
-                    message: "store unavailable".into(),
-                    retryable: true,
-                });
+                return Err(RawStoreError::new(
+                    format!("put {key}"),
+                    true,
+                    "store unavailable",
+                ));
             }
             self.puts.fetch_add(1, Ordering::SeqCst);
             self.objects
@@ -137,11 +137,7 @@ mod fake {
                 .expect("objects lock")
                 .get(key)
                 .cloned()
-                .ok_or_else(|| RawStoreError {
-                    context: format!("get {key}"),
-                    message: "no such key".into(),
-                    retryable: false,
-                })
+                .ok_or_else(|| RawStoreError::new(format!("get {key}"), false, "no such key"))
         }
     }
 }

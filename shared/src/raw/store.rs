@@ -2,15 +2,30 @@
 //! row keeps to them.
 
 use super::objects::{encode_page, page_key, ObjectWriter};
+use crate::BoxError;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("raw payload store: {context}: {message}")]
+/// Why raw bytes were not stored or read.
+#[derive(Debug, thiserror::Error)]
+#[error("raw payload store: {context}: {source}")]
 pub struct RawStoreError {
+    /// The store or the step (`s3`, `gzip page …`).
     pub context: String,
-    pub message: String,
+    /// Trying again later can succeed (throttling, a 5xx, a network error).
     pub retryable: bool,
+    #[source]
+    pub source: BoxError,
+}
+
+impl RawStoreError {
+    pub fn new(context: impl Into<String>, retryable: bool, source: impl Into<BoxError>) -> Self {
+        Self {
+            context: context.into(),
+            retryable,
+            source: source.into(),
+        }
+    }
 }
 
 /// A fetched page, as GitHub sent it.
@@ -74,11 +89,8 @@ impl<W: ObjectWriter> RawStore for ObjectRaw<W> {
             return Ok(Vec::new());
         }
         let key = page_key(&self.prefix, page.fetched_at, &page.label);
-        let body = encode_page(page.events).map_err(|e| RawStoreError {
-            context: format!("gzip page {key}"),
-            message: e.to_string(),
-            retryable: false,
-        })?;
+        let body = encode_page(page.events)
+            .map_err(|e| RawStoreError::new(format!("gzip page {key}"), false, e))?;
         self.objects.put_object(&key, body).await?;
         Ok((0..page.events.len())
             .map(|line| RawRef::Object {
@@ -92,7 +104,7 @@ impl<W: ObjectWriter> RawStore for ObjectRaw<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raw::MemoryObjects;
+    use crate::raw::{MemoryObjects, ObjectWriter};
     use chrono::TimeZone;
 
     fn raw(s: &str) -> Box<RawValue> {
@@ -155,5 +167,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.retryable, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_raw_store_error_keeps_its_cause() {
+        let objects = MemoryObjects::new();
+        objects.fail_puts(true);
+        let err = objects.put_object("k", Vec::new()).await.unwrap_err();
+        let cause = std::error::Error::source(&err).expect("a source");
+        assert_eq!(cause.to_string(), "store unavailable");
+        assert_eq!(
+            err.to_string(),
+            "raw payload store: put k: store unavailable"
+        );
     }
 }

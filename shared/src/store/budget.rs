@@ -105,10 +105,6 @@ fn from_row(r: &tokio_postgres::Row) -> State {
     }
 }
 
-fn budget_err(e: StoreError) -> BudgetError {
-    BudgetError::Store(e.to_string())
-}
-
 #[async_trait::async_trait]
 impl Budget for PgBudget {
     async fn acquire(
@@ -119,7 +115,7 @@ impl Budget for PgBudget {
         let reserve = self.reserve_per_60;
         self.with_state(now, |s| s.acquire(purpose, reserve, now))
             .await
-            .map_err(budget_err)
+            .map_err(BudgetError::from)
     }
 
     async fn observe(
@@ -129,6 +125,6 @@ impl Budget for PgBudget {
     ) -> Result<Option<DateTime<Utc>>, BudgetError> {
         self.with_state(now, |s| s.observe(obs, now))
             .await
-            .map_err(budget_err)
+            .map_err(BudgetError::from)
     }
 }
