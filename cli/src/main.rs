@@ -138,7 +138,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Migrate = cli.command {
-        let pool = store::pool(config.require_database_url()?, 2)?;
+        let pool = ghevents::app::pool(&config, &store::PoolOptions::new(2))?;
         let applied = store::migrate(&pool).await.context("applying migrations")?;
         println!("migrations applied: {applied}");
         return Ok(ExitCode::SUCCESS);

@@ -54,7 +54,7 @@ impl App {
             credentials,
             ..PoolOptions::new(config.db_pool_size.unwrap_or(pool_size))
         };
-        let pool = store::pool_with(config.require_database_url()?, &options)?;
+        let pool = pool(&config, &options)?;
         if config.migrate_on_start {
             store::migrate(&pool).await?;
         } else {
@@ -131,6 +131,16 @@ impl App {
             },
         }
     }
+}
+
+/// The pool a configuration asks for: its database URL, and TLS as its `PGSSLMODE` /
+/// `PGSSLROOTCERT` say.
+pub fn pool(config: &Config, options: &PoolOptions) -> Result<Pool, WiringError> {
+    Ok(store::pool_with_env_options(
+        config.require_database_url()?,
+        options,
+        &|k| config.pg_env(k),
+    )?)
 }
 
 /// The GitHub client settings a configuration asks for.

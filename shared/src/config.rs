@@ -27,13 +27,32 @@ pub enum RawPayloadStore {
     S3,
 }
 
+/// What fills in or overrides the connection details of a database secret (which holds the
+/// credentials): `DB_HOST`, `DB_PORT`, `DB_NAME`. The port is checked where it is used, so
+/// its error names the secret it completes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbEndpoint {
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub name: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Holds the password: a secret, so `Debug` never prints it.
     pub database_url: Option<SecretString>,
+    /// `DATABASE_SECRET_ARN`: the Secrets Manager secret to build the URL from when
+    /// `DATABASE_URL` is not set (AWS; see `crate::aws::secrets`).
+    pub database_secret_arn: Option<String>,
+    pub db_endpoint: DbEndpoint,
     pub github_api_url: String,
     pub github_token: Option<SecretString>,
+    /// `GITHUB_TOKEN_SECRET_ARN`: the secret holding the token when `GITHUB_TOKEN` is not set.
+    pub github_token_secret_arn: Option<String>,
+    /// `LOG_FORMAT`, else Lambda's `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`); default text.
     pub log_format: LogFormat,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, which the Lambda runtime sets.
+    pub function_name: Option<String>,
     /// Requests per 60 that enrichment leaves to ingest (scaled to the real limit).
     pub ingest_reserve: u32,
     pub enrich_cache_ttl: Duration,
@@ -42,6 +61,10 @@ pub struct Config {
     pub raw_payload_bucket: Option<String>,
     pub raw_payload_prefix: String,
     pub enrich_queue_url: Option<String>,
+    /// libpq's `PGSSLMODE` and `PGSSLROOTCERT`: TLS to Postgres when the URL does not say
+    /// (see `crate::store::pool`).
+    pub pg_sslmode: Option<String>,
+    pub pg_sslrootcert: Option<String>,
     /// `DB_POOL_SIZE`: connections per process; unset, each binary's own default.
     pub db_pool_size: Option<usize>,
     /// `MIGRATE_ON_START` (default true): apply pending migrations when a process starts.
@@ -56,10 +79,10 @@ impl Config {
     }
 
     pub fn from_lookup(get: Lookup<'_>) -> Result<Self, ConfigError> {
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("LOG_FORMAT", other, "expected json or text")),
+        let log_format = match (get("LOG_FORMAT"), get("AWS_LAMBDA_LOG_FORMAT")) {
+            (Some(v), _) => log_format("LOG_FORMAT", &v)?,
+            (None, Some(v)) => log_format("AWS_LAMBDA_LOG_FORMAT", &v)?,
+            (None, None) => LogFormat::Text,
         };
         let raw_payload_store = match get("RAW_PAYLOAD_STORE").as_deref() {
             None | Some("postgres") => RawPayloadStore::Postgres,
@@ -87,9 +110,17 @@ impl Config {
         }
         Ok(Self {
             database_url: get("DATABASE_URL").map(SecretString::from),
+            database_secret_arn: get("DATABASE_SECRET_ARN"),
+            db_endpoint: DbEndpoint {
+                host: get("DB_HOST"),
+                port: get("DB_PORT"),
+                name: get("DB_NAME"),
+            },
             github_api_url,
             github_token: get("GITHUB_TOKEN").map(SecretString::from),
+            github_token_secret_arn: get("GITHUB_TOKEN_SECRET_ARN"),
             log_format,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
             ingest_reserve: num(get, "INGEST_RESERVE", 20)?,
             enrich_cache_ttl: Duration::from_secs(num(get, "ENRICH_CACHE_TTL_SECS", 86_400)?),
             enrich_max_attempts: num(get, "ENRICH_MAX_ATTEMPTS", 5)?,
@@ -97,6 +128,8 @@ impl Config {
             raw_payload_bucket,
             raw_payload_prefix: get("RAW_PAYLOAD_PREFIX").unwrap_or_else(|| "raw/".into()),
             enrich_queue_url: get("ENRICH_QUEUE_URL"),
+            pg_sslmode: get("PGSSLMODE"),
+            pg_sslrootcert: get("PGSSLROOTCERT"),
             db_pool_size: match get("DB_POOL_SIZE") {
                 None => None,
                 Some(v) => match v.trim().parse::<usize>() {
@@ -115,6 +148,15 @@ impl Config {
             .ok_or(ConfigError::Missing("DATABASE_URL"))
     }
 
+    /// libpq's TLS variables as this configuration read them, for [`crate::store::pool_with_env_options`].
+    pub fn pg_env(&self, name: &str) -> Option<String> {
+        match name {
+            "PGSSLMODE" => self.pg_sslmode.clone(),
+            "PGSSLROOTCERT" => self.pg_sslrootcert.clone(),
+            _ => None,
+        }
+    }
+
     /// GitHub's documented limit for this identity, assumed until a response says otherwise.
     pub fn default_rate_limit(&self) -> i32 {
         if self.github_token.is_some() {
@@ -130,6 +172,14 @@ fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
         name,
         value: value.to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+fn log_format(name: &'static str, value: &str) -> Result<LogFormat, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err(invalid(name, value, "expected json or text")),
     }
 }
 
@@ -235,5 +285,37 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("supersecret"));
         assert_eq!(c.default_rate_limit(), 5000);
+    }
+
+    #[test]
+    fn the_log_format_follows_log_format_then_lambdas_own_setting() {
+        assert_eq!(cfg(&[]).unwrap().log_format, LogFormat::Text);
+        let lambda_json = [("AWS_LAMBDA_LOG_FORMAT", "JSON")];
+        assert_eq!(cfg(&lambda_json).unwrap().log_format, LogFormat::Json);
+        let both = [("AWS_LAMBDA_LOG_FORMAT", "JSON"), ("LOG_FORMAT", "text")];
+        assert_eq!(cfg(&both).unwrap().log_format, LogFormat::Text);
+        let e = cfg(&[("LOG_FORMAT", "yaml")]).unwrap_err().to_string();
+        assert!(e.starts_with("LOG_FORMAT=\"yaml\" is invalid"), "{e}");
+    }
+
+    #[test]
+    fn secret_arns_and_db_overrides_are_read_with_the_rest() {
+        let c = cfg(&[
+            ("DATABASE_SECRET_ARN", "arn:db"),
+            ("GITHUB_TOKEN_SECRET_ARN", "arn:token"),
+            ("DB_HOST", "h"),
+            ("DB_PORT", "6432"),
+        ])
+        .unwrap();
+        assert_eq!(c.database_secret_arn.as_deref(), Some("arn:db"));
+        assert_eq!(c.github_token_secret_arn.as_deref(), Some("arn:token"));
+        assert_eq!(
+            c.db_endpoint,
+            DbEndpoint {
+                host: Some("h".into()),
+                port: Some("6432".into()),
+                name: None
+            }
+        );
     }
 }

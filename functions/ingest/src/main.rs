@@ -4,6 +4,7 @@ use anyhow::Context;
 use ghevents::app::App;
 use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
+use ghevents::config::Config;
 use ghevents_ingest::{dispatch, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -13,10 +14,11 @@ const POOL_SIZE: usize = 2;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    let env = LambdaEnv::load()
+    let config = Config::from_env().context("reading configuration")?;
+    init_tracing(config.log_format);
+    let env = LambdaEnv::from_config(config)
         .await
-        .context("reading configuration and secrets")?;
+        .context("reading secrets")?;
     // One small pool per container, kept across invocations; connections are checked on
     // checkout and the database secret is read again if Postgres refuses it (rotation).
     // Pending migrations are applied here, under an advisory lock, unless MIGRATE_ON_START=false.
@@ -40,8 +42,11 @@ async fn main() -> Result<(), Error> {
         }),
         clock: app.clock.clone(),
         metrics: Arc::new(Stdout),
-        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .unwrap_or_else(|_| "ingest".into()),
+        function_name: env
+            .config
+            .function_name
+            .clone()
+            .unwrap_or_else(|| "ingest".into()),
     };
     let pool = app.pool.clone();
     lambda_runtime::run(service_fn(|event| dispatch(&deps, &pool, event))).await

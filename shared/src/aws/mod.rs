@@ -9,7 +9,7 @@ pub mod s3;
 pub mod secrets;
 pub mod sqs;
 
-use crate::config::{Config, RawPayloadStore};
+use crate::config::{Config, LogFormat, RawPayloadStore};
 use crate::queue::PushQueue;
 use crate::raw::{ObjectRaw, RawStore};
 use crate::store::CredentialSource;
@@ -69,16 +69,21 @@ pub enum StartError {
 }
 
 impl LambdaEnv {
-    /// [`Config::from_env`], then `DATABASE_SECRET_ARN` / `GITHUB_TOKEN_SECRET_ARN` resolved
-    /// through Secrets Manager (see [`secrets::resolve`]).
+    /// [`Config::from_env`], then [`LambdaEnv::from_config`].
     pub async fn load() -> Result<Self, StartError> {
-        let mut config = Config::from_env()?;
+        Self::from_config(Config::from_env()?).await
+    }
+
+    /// The AWS configuration, and `DATABASE_SECRET_ARN` / `GITHUB_TOKEN_SECRET_ARN` resolved
+    /// through Secrets Manager (see [`secrets::resolve`]).
+    pub async fn from_config(mut config: Config) -> Result<Self, StartError> {
         let sdk = sdk_config().await;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let client = aws_sdk_secretsmanager::Client::new(&sdk);
         let from_secret = config.database_url.is_none();
-        secrets::resolve(&mut config, &client, &env).await?;
-        let db_credentials = env("DATABASE_SECRET_ARN")
+        secrets::resolve(&mut config, &client).await?;
+        let db_credentials = config
+            .database_secret_arn
+            .clone()
             .filter(|_| from_secret)
             .map(|arn| {
                 Arc::new(secrets::SecretsManagerCredentials { client, arn })
@@ -124,22 +129,19 @@ pub fn push_queue(config: &Config, sdk: &SdkConfig) -> Option<Arc<dyn PushQueue>
     })
 }
 
-/// Logs for Lambda: JSON (one object per line, fields flattened) when
-/// `AWS_LAMBDA_LOG_FORMAT=JSON` or `LOG_FORMAT=json`, else text; to stderr, so stdout carries
-/// only the metric lines. `RUST_LOG` filters (default `info`).
-pub fn init_tracing() {
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
-        || std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+/// Logs for Lambda in `format` ([`Config::log_format`]: `LOG_FORMAT`, else
+/// `AWS_LAMBDA_LOG_FORMAT`): JSON (one object per line, fields flattened) or text; to stderr,
+/// so stdout carries only the metric lines. `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,refinery_core=warn,tokio_postgres=warn,aws_config=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 

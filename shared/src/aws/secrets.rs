@@ -11,7 +11,7 @@
 //! Secret values never reach logs or error messages.
 
 use super::{sdk_error_retryable, sdk_error_text};
-use crate::config::Config;
+use crate::config::{Config, DbEndpoint};
 use crate::store::{CredentialSource, DbCredentials};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::SdkError;
@@ -44,22 +44,21 @@ impl SecretsError {
 }
 
 /// Fills `config.database_url` and `config.github_token` from Secrets Manager where the
-/// environment names a secret instead of giving the value.
+/// configuration names a secret instead of giving the value.
 pub async fn resolve(
     config: &mut Config,
     client: &aws_sdk_secretsmanager::Client,
-    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), SecretsError> {
     if config.database_url.is_none() {
-        if let Some(arn) = env("DATABASE_SECRET_ARN") {
-            let json = secret_string(client, "DATABASE_SECRET_ARN", &arn).await?;
-            config.database_url = Some(database_url(&json, env)?.into());
+        if let Some(arn) = &config.database_secret_arn {
+            let json = secret_string(client, "DATABASE_SECRET_ARN", arn).await?;
+            config.database_url = Some(database_url(&json, &config.db_endpoint)?.into());
             tracing::info!(secret = %arn, "database credentials read from Secrets Manager");
         }
     }
     if config.github_token.is_none() {
-        if let Some(arn) = env("GITHUB_TOKEN_SECRET_ARN") {
-            let token = secret_string(client, "GITHUB_TOKEN_SECRET_ARN", &arn).await?;
+        if let Some(arn) = &config.github_token_secret_arn {
+            let token = secret_string(client, "GITHUB_TOKEN_SECRET_ARN", arn).await?;
             config.github_token = Some(SecretString::from(token.trim().to_owned()));
             tracing::info!(secret = %arn, "GitHub token read from Secrets Manager");
         }
@@ -142,10 +141,7 @@ pub fn credentials_of(secret_json: &str) -> Result<DbCredentials, SecretsError> 
 }
 
 /// The Postgres URL for a database secret (JSON) and the `DB_*` variables.
-pub fn database_url(
-    secret_json: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, SecretsError> {
+pub fn database_url(secret_json: &str, endpoint: &DbEndpoint) -> Result<String, SecretsError> {
     let v = secret_value(secret_json)?;
     let field = |name: &str| -> Option<String> {
         match v.get(name) {
@@ -156,10 +152,14 @@ pub fn database_url(
     };
     let username = field("username").ok_or_else(|| bad_secret("no \"username\"".into()))?;
     let password = field("password").ok_or_else(|| bad_secret("no \"password\"".into()))?;
-    let host = env("DB_HOST")
+    let host = endpoint
+        .host
+        .clone()
         .or_else(|| field("host"))
         .ok_or_else(|| bad_secret("no host: set DB_HOST or put \"host\" in the secret".into()))?;
-    let port = env("DB_PORT")
+    let port = endpoint
+        .port
+        .clone()
         .or_else(|| field("port"))
         .unwrap_or_else(|| "5432".into());
     let port: u16 = port.trim().parse().map_err(|_| SecretsError::Database {
@@ -167,7 +167,9 @@ pub fn database_url(
         reason: format!("port {port:?} is not a number"),
     })?;
     // As libpq: without a database name, the user's name.
-    let dbname = env("DB_NAME")
+    let dbname = endpoint
+        .name
+        .clone()
         .or_else(|| field("dbname"))
         .unwrap_or_else(|| username.clone());
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -201,12 +203,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// The `DB_*` overrides, as the configuration reads them from these variables.
+    fn env(pairs: &[(&str, &str)]) -> DbEndpoint {
         let m: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        move |k| m.get(k).cloned()
+        Config::from_lookup(&move |k| m.get(k).cloned())
+            .expect("valid configuration")
+            .db_endpoint
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     pool_with(url, &PoolOptions::new(max_size))
 }
 
-/// [`pool`] with every option given.
+/// [`pool`] with every option given. Without a [`crate::config::Config`] at hand, TLS follows
+/// the process's `PGSSLMODE` / `PGSSLROOTCERT`, as libpq does; `crate::app::pool` passes the
+/// configuration's instead.
 pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool, StoreError> {
     pool_with_env_options(url, options, &|k| {
         std::env::var(k).ok().filter(|v| !v.is_empty())
@@ -148,7 +150,8 @@ pub fn pool_with_env(
     pool_with_env_options(url, &PoolOptions::new(max_size), env)
 }
 
-fn pool_with_env_options(
+/// [`pool_with`] with the environment (`PGSSLMODE`, `PGSSLROOTCERT`) given.
+pub fn pool_with_env_options(
     url: &str,
     options: &PoolOptions,
     env: &dyn Fn(&str) -> Option<String>,

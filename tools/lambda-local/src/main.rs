@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use ghevents::app::App;
 use ghevents::aws::{init_tracing, s3_client, sqs_client, LambdaEnv};
 use ghevents::clock::SystemClock;
+use ghevents::config::Config;
 use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -101,8 +102,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _failpoints = ghevents::failpoints::setup();
-    init_tracing();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lambda-local: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    match run(cli, config).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lambda-local: {e:#}");
@@ -111,13 +120,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let sdk = ghevents::aws::sdk_config().await;
     let sqs = sqs_client(&sdk);
     let s3 = s3_client(&sdk);
     match cli.command {
-        Command::Ingest => ingest().await,
-        Command::Enrich { batches, idle } => enrich(batches, idle).await,
+        Command::Ingest => ingest(config).await,
+        Command::Enrich { batches, idle } => enrich(config, batches, idle).await,
         Command::Setup {
             bucket,
             queue,
@@ -314,7 +323,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifyRaw => verify_raw(s3).await,
+        Command::VerifyRaw => verify_raw(config, s3).await,
     }
 }
 
@@ -417,8 +426,8 @@ async fn app(env: &LambdaEnv, pool_size: usize) -> Result<App> {
         .context("connecting to Postgres")
 }
 
-async fn ingest() -> Result<ExitCode> {
-    let env = LambdaEnv::load().await.context("configuration")?;
+async fn ingest(config: Config) -> Result<ExitCode> {
+    let env = LambdaEnv::from_config(config).await.context("secrets")?;
     let app = app(&env, 3).await?;
     let queue = env.push_queue();
     let (_keep_running, stop) = tokio::sync::watch::channel(false);
@@ -490,8 +499,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-async fn enrich(batches: u32, idle: u32) -> Result<ExitCode> {
-    let env = LambdaEnv::load().await.context("configuration")?;
+async fn enrich(config: Config, batches: u32, idle: u32) -> Result<ExitCode> {
+    let env = LambdaEnv::from_config(config).await.context("secrets")?;
     let Some(queue_url) = env.config.enrich_queue_url.clone() else {
         bail!("ENRICH_QUEUE_URL is not set");
     };
@@ -577,9 +586,9 @@ async fn enrich(batches: u32, idle: u32) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify_raw(s3: aws_sdk_s3::Client) -> Result<ExitCode> {
-    let env = LambdaEnv::load().await.context("configuration")?;
-    let pool = ghevents::store::pool(env.config.require_database_url()?, 4)?;
+async fn verify_raw(config: Config, s3: aws_sdk_s3::Client) -> Result<ExitCode> {
+    let env = LambdaEnv::from_config(config).await.context("secrets")?;
+    let pool = ghevents::app::pool(&env.config, &ghevents::store::PoolOptions::new(4))?;
     let objects = env
         .config
         .raw_payload_bucket
