@@ -177,11 +177,20 @@ pub fn plan(input: &PlanInput) -> Plan {
         _ => None,
     };
     let budget_gap = |pages: u32| spacing.map_or(0.0, |s| s * f64::from(pages));
-    // What the budget can spare beyond `need` requests until the reset.
+    let lower_bound = input.rate.is_some_and(|r| r.at_least);
+    // What the budget can spare beyond `need` requests a second until the reset. Past a
+    // lower bound's all-new page 1 the next page may hold a handful of new events for a whole
+    // request: it is read only when the budget spares it easily (a quarter beyond the pace),
+    // not with the few requests left over by rounding.
     let spare = |need: f64| match (to_reset, spacing) {
         (Some(d), Some(_)) => {
             let need = (d.as_secs_f64() * need).ceil();
-            (f64::from(left) - need).max(0.0) as u32
+            let spare = (f64::from(left) - need).max(0.0);
+            if lower_bound && spare < need / 4.0 {
+                0
+            } else {
+                spare as u32
+            }
         }
         _ => max_pages,
     };
@@ -240,6 +249,14 @@ pub fn plan(input: &PlanInput) -> Plan {
         // A page fills no faster than GitHub lets us poll: page 1 alone, when it is full or
         // when the budget's share allows, whichever is later.
         let budget = budget_gap(1);
+        // A lower bound fills a page later than the feed does: waiting for it would keep the
+        // polls late and the bound where it is. Page 1 as soon as allowed instead; the next
+        // poll measures more.
+        let fills_in = if rate.at_least {
+            interval.min(fills_in)
+        } else {
+            fills_in
+        };
         let (gap, binds) = if budget > fills_in {
             (budget, Binds::Budget)
         } else {
@@ -454,6 +471,62 @@ mod tests {
                 binds: Binds::Feed,
             },
             Case {
+                // 84 events/s at least, measured by a walk that found no stored event. The
+                // bound's page would fill in 1.07 s; the feed fills it sooner.
+                name: "a lower bound under the budget's pace: page 1 as soon as allowed, alone",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(60.0)),
+                    ..anonymous(Some(FeedRate {
+                        per_sec: 84.0,
+                        at_least: true,
+                    }))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Feed,
+            },
+            Case {
+                name: "a lower bound with an ample budget: page 2 if page 1 is all new",
+                input: token(Some(FeedRate {
+                    per_sec: 1.0,
+                    at_least: true,
+                })),
+                next_in_secs: 60.0,
+                pages: 1,
+                max_pages: 3,
+                binds: Binds::Feed,
+            },
+            Case {
+                // 59 left for 55 s at a poll a second: 4 over the pace, under a quarter of it.
+                name: "a lower bound, the budget a little ahead of the pace: no page 2",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(55.0)),
+                    ..anonymous(Some(FeedRate {
+                        per_sec: 99.0,
+                        at_least: true,
+                    }))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Interval,
+            },
+            Case {
+                name: "the same with a measured rate: the leftovers read an overflow",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(55.0)),
+                    ..anonymous(rate(99.0))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 3,
+                binds: Binds::Interval,
+            },
+            Case {
                 name: "a feed that brought nothing waits max_gap",
                 input: token(rate(0.0)),
                 next_in_secs: 300.0,
@@ -565,7 +638,10 @@ mod tests {
 
     #[test]
     fn never_sooner_than_the_interval_nor_more_than_the_budget() {
-        for per_sec in [0.0, 0.1, 1.0, 10.0, 50.0, 99.0, 120.0, 300.0, 5000.0] {
+        for (per_sec, at_least) in [0.0, 0.1, 1.0, 10.0, 50.0, 99.0, 120.0, 300.0, 5000.0]
+            .into_iter()
+            .flat_map(|r| [(r, false), (r, true)])
+        {
             for left in [1, 2, 5, 30, 59, 4990] {
                 for reset in [0.5, 2.0, 60.0, 3600.0] {
                     for interval in [1, 2, 60] {
@@ -573,7 +649,7 @@ mod tests {
                             budget_left: left,
                             reset_at: Some(secs(reset)),
                             poll_interval: Duration::from_secs(interval),
-                            ..anonymous(rate(per_sec))
+                            ..anonymous(Some(FeedRate { per_sec, at_least }))
                         };
                         let p = plan(&input);
                         let gap = (p.next_poll_at - t0()).to_std().unwrap().as_secs_f64();
