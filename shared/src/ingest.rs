@@ -253,6 +253,7 @@ impl Ingestor {
                 incomplete,
                 0,
                 true,
+                None,
             )
             .await;
         let walk = self.walk(feed, &state, &plan, incomplete, deadline).await?;
@@ -267,6 +268,7 @@ impl Ingestor {
         incomplete: bool,
         pages_spent: u32,
         fresh_window_is_long: bool,
+        last_poll_at: Option<DateTime<Utc>>,
     ) -> Plan {
         let now = self.clock.now();
         let (budget_left, reset_at, limit) = if self.options.pace_to_budget {
@@ -312,6 +314,7 @@ impl Ingestor {
             poll_interval: poll_interval_secs.map_or(self.options.default_poll_interval, |s| {
                 Duration::from_secs(s.max(0) as u64)
             }),
+            last_poll_at,
             budget_left,
             reset_at,
             limit,
@@ -507,6 +510,7 @@ impl Ingestor {
                 incomplete,
                 summary.pages,
                 false,
+                page1_at,
             )
             .await;
         let mut next_poll = next.next_poll_at;
