@@ -416,11 +416,9 @@ impl Ingestor {
             w.summary.pages += 1;
             w.summary.events_fetched += items.len() as u64;
             if page == 1 {
-                // From here until the cycle completes, a crash leaves it incomplete.
-                let at = self.clock.now();
-                PollState::mark_started(&self.pool, feed, at).await?;
-                w.page1_at = Some(at);
+                w.page1_at = Some(self.clock.now());
             }
+            let ids = event_ids(&items);
             let next = next.filter(|_| !items.is_empty() && page < bound);
             // The next page: when the plan expects it to hold new events, when the last
             // cycle did not complete, or when this page holds no event stored before (a
@@ -428,9 +426,9 @@ impl Ingestor {
             let go_on = match next {
                 None => false,
                 Some(_) if page < plan.pages || incomplete => true,
-                Some(_) => !self.holds_stored_event(&items, &fetched_ids).await,
+                Some(_) => !self.holds_stored_event(&ids, &fetched_ids).await,
             };
-            fetched_ids.extend(event_ids(&items));
+            fetched_ids.extend(ids);
             drop(items);
             fetched.push((page, body));
             match next.filter(|_| go_on) {
@@ -442,6 +440,11 @@ impl Ingestor {
         // The frontier is an event stored before this cycle. Events this cycle stored itself
         // show up again on the next page when the feed moves on between two requests; they
         // say nothing about older pages.
+        if let Some(at) = w.page1_at {
+            // From here until the cycle completes, a crash leaves it incomplete. (Written once
+            // the pages are in hand: nothing is stored before, and no request waits for it.)
+            PollState::mark_started(&self.pool, feed, at).await?;
+        }
         let mut this_cycle: HashSet<i64> = HashSet::new();
         for (page, body) in &fetched {
             // Parsed once already: the same bytes parse again.
@@ -626,8 +629,7 @@ impl Ingestor {
 
     /// Whether the page holds an event stored before this cycle (a failed look-up says yes:
     /// the walk ends at this page, as it ends at any page it cannot tell is all new).
-    async fn holds_stored_event(&self, items: &[&RawValue], this_cycle: &HashSet<i64>) -> bool {
-        let ids = event_ids(items);
+    async fn holds_stored_event(&self, ids: &[i64], this_cycle: &HashSet<i64>) -> bool {
         let found = async {
             let client = self.pool.get().await.ok()?;
             client

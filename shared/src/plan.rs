@@ -318,7 +318,6 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
     // Both bind, the budget more: as many pages as it affords per interval, nothing spare.
     let pages = affordable.min(max_pages);
-    let gap = interval.max(budget_gap(pages));
     Plan {
         next_poll_at: at(budget_gap(pages), 0.0),
         pages,
