@@ -251,6 +251,7 @@ impl Ingestor {
                 incomplete,
                 0,
                 true,
+                None,
             )
             .await;
         let walk = self.walk(feed, &state, &plan, incomplete, deadline).await?;
@@ -265,6 +266,7 @@ impl Ingestor {
         incomplete: bool,
         pages_spent: u32,
         fresh_window_is_long: bool,
+        last_poll_at: Option<DateTime<Utc>>,
     ) -> Plan {
         let now = self.clock.now();
         let (budget_left, reset_at, limit) = if self.options.pace_to_budget {
@@ -310,6 +312,7 @@ impl Ingestor {
             poll_interval: poll_interval_secs.map_or(self.options.default_poll_interval, |s| {
                 Duration::from_secs(s.max(0) as u64)
             }),
+            last_poll_at,
             budget_left,
             reset_at,
             limit,
@@ -323,11 +326,12 @@ impl Ingestor {
         })
     }
 
-    /// Fetches and stores pages as the plan says: page 1 (conditional on the ETag unless the
-    /// last cycle did not complete), then the pages the plan expects to hold new events,
-    /// each requested as soon as the page before it gives its `Link`, before that page is
-    /// stored; then, while a page holds no event stored before this cycle (or the last cycle
-    /// did not complete), the next one, up to the plan's bound.
+    /// Fetches, then stores, pages as the plan says: page 1 (conditional on the ETag unless the
+    /// last cycle did not complete), then the pages the plan expects to hold new events, each
+    /// requested as soon as the page before it gives its `Link`; then, while a page holds no
+    /// event stored before this cycle (or the last cycle did not complete), the next one, up
+    /// to the plan's bound. No request waits for a page to be stored; the pages are stored in
+    /// order once the last is in hand.
     async fn walk(
         &self,
         feed: &str,
@@ -358,46 +362,42 @@ impl Ingestor {
         w.summary.binds = Some(plan.binds);
         w.summary.planned_pages = plan.pages;
 
-        let mut this_cycle: HashSet<i64> = HashSet::new();
+        // Pages are all requested before any is stored, each as soon as the one before it
+        // has given its `Link`: the feed moves on between two requests, and every event it
+        // brings meanwhile pushes one that the page before returned onto the next page.
+        let mut fetched: Vec<(u32, bytes::Bytes)> = Vec::new();
+        let mut fetched_ids: HashSet<i64> = HashSet::new();
         let mut target = format!("/events?per_page={}", self.options.per_page);
-        // A page already requested (before the one before it was stored).
-        let mut prefetched: Option<Result<Fetched, GithubError>> = None;
-        // The walk ends after the prefetched page: the one before it reached stored events.
-        let mut last = false;
         for page in 1..=bound {
-            let fetched = match prefetched.take() {
-                Some(f) => f,
-                None => {
-                    if page > 1 && *self.stop.borrow() {
-                        info!(
-                            feed,
-                            page, "stop requested: ending the cycle after the page in hand"
-                        );
-                        w.completed = false;
-                        break;
-                    }
-                    if !deadline.allows(margin) {
-                        info!(
-                            feed,
-                            page,
-                            left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
-                            "deadline near: ending the cycle before this page"
-                        );
-                        w.summary.outcome = Outcome::DeadlineReached;
-                        w.completed = false;
-                        break;
-                    }
-                    let etag = if page == 1 && !incomplete {
-                        state.etag.as_deref()
-                    } else {
-                        None
-                    };
-                    self.github
-                        .get_before(&target, etag, Purpose::Ingest, deadline)
-                        .await
-                }
+            if page > 1 && *self.stop.borrow() {
+                info!(
+                    feed,
+                    page, "stop requested: ending the cycle after the page in hand"
+                );
+                w.completed = false;
+                break;
+            }
+            if !deadline.allows(margin) {
+                info!(
+                    feed,
+                    page,
+                    left_ms = deadline.remaining().unwrap_or_default().as_millis() as u64,
+                    "deadline near: ending the cycle before this page"
+                );
+                w.summary.outcome = Outcome::DeadlineReached;
+                w.completed = false;
+                break;
+            }
+            let etag = if page == 1 && !incomplete {
+                state.etag.as_deref()
+            } else {
+                None
             };
-            let Some((body, next)) = w.accept(feed, page, &target, fetched) else {
+            let answer = self
+                .github
+                .get_before(&target, etag, Purpose::Ingest, deadline)
+                .await;
+            let Some((body, next)) = w.accept(feed, page, &target, answer) else {
                 break;
             };
             let items: Vec<&RawValue> = match serde_json::from_slice(&body) {
@@ -414,65 +414,55 @@ impl Ingestor {
             w.summary.pages += 1;
             w.summary.events_fetched += items.len() as u64;
             if page == 1 {
-                // From here until the cycle completes, a crash leaves it incomplete.
-                let at = self.clock.now();
-                PollState::mark_started(&self.pool, feed, at).await?;
-                w.page1_at = Some(at);
+                w.page1_at = Some(self.clock.now());
             }
-            let more = !last && !items.is_empty() && page < bound;
-            let next = next.filter(|_| more);
-            // The page after this one, requested now rather than after storing this one (the
-            // feed moves meanwhile): when the plan expects it to hold new events, or when this
-            // page holds no event stored before (a look-up, not a whole page's store).
-            let prefetch = match next.as_deref() {
+            let ids = event_ids(&items);
+            let next = next.filter(|_| !items.is_empty() && page < bound);
+            // The next page: when the plan expects it to hold new events, when the last
+            // cycle did not complete, or when this page holds no event stored before (a
+            // look-up, not a whole page's store).
+            let go_on = match next {
                 None => false,
-                // Too close to the deadline to start it: the next turn ends the cycle.
-                Some(_) if !deadline.allows(margin) => false,
                 Some(_) if page < plan.pages || incomplete => true,
-                Some(_) => !self.holds_stored_event(&items, &this_cycle).await,
+                Some(_) => !self.holds_stored_event(&ids, &fetched_ids).await,
             };
-            let stored = match next.as_deref().filter(|_| prefetch) {
-                Some(n) => {
-                    let (f, stored) = tokio::join!(
-                        self.github.get_before(n, None, Purpose::Ingest, deadline),
-                        self.store_page(&items, page, &cycle_label, &mut w.summary)
-                    );
-                    prefetched = Some(f);
-                    stored
-                }
-                None => {
-                    self.store_page(&items, page, &cycle_label, &mut w.summary)
-                        .await
-                }
-            };
-            // The frontier is an event stored before this cycle. Events this cycle stored
-            // itself show up again on the next page when the feed moves on between two
-            // requests; they say nothing about older pages.
-            let frontier = match stored {
+            fetched_ids.extend(ids);
+            drop(items);
+            fetched.push((page, body));
+            match next.filter(|_| go_on) {
+                Some(n) => target = n,
+                None => break,
+            }
+        }
+
+        // The frontier is an event stored before this cycle. Events this cycle stored itself
+        // show up again on the next page when the feed moves on between two requests; they
+        // say nothing about older pages.
+        if let Some(at) = w.page1_at {
+            // From here until the cycle completes, a crash leaves it incomplete. (Written once
+            // the pages are in hand: nothing is stored before, and no request waits for it.)
+            PollState::mark_started(&self.pool, feed, at).await?;
+        }
+        let mut this_cycle: HashSet<i64> = HashSet::new();
+        for (page, body) in &fetched {
+            // Parsed once already: the same bytes parse again.
+            let items: Vec<&RawValue> = serde_json::from_slice(body).unwrap_or_default();
+            match self
+                .store_page(&items, *page, &cycle_label, &mut w.summary)
+                .await
+            {
                 Ok(stored) => {
-                    let frontier = stored
+                    w.overlapped |= stored
                         .duplicate_ids
                         .iter()
                         .any(|id| !this_cycle.contains(id));
                     this_cycle.extend(stored.page_ids);
-                    frontier
                 }
                 Err(e) => {
-                    // A page requested already is dropped: the next cycle walks again.
+                    // The pages after it are dropped: the next cycle walks again.
                     w.fail(e);
                     break;
                 }
-            };
-            w.overlapped |= frontier;
-            let Some(n) = next else { break };
-            target = n;
-            if frontier && !incomplete {
-                if prefetched.is_none() {
-                    break;
-                }
-                // Requested already: store what it holds (events a missed poll never read),
-                // then end.
-                last = true;
             }
         }
         w.summary.requests = self.github.requests_sent() - requests_before;
@@ -521,6 +511,7 @@ impl Ingestor {
                 incomplete,
                 summary.pages,
                 false,
+                page1_at,
             )
             .await;
         let mut next_poll = next.next_poll_at;
@@ -635,20 +626,8 @@ impl Ingestor {
     }
 
     /// Whether the page holds an event stored before this cycle (a failed look-up says yes:
-    /// the walk then decides after storing the page, as it would anyway).
-    async fn holds_stored_event(&self, items: &[&RawValue], this_cycle: &HashSet<i64>) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            id: serde_json::Value,
-        }
-        let ids: Vec<i64> = items
-            .iter()
-            .filter_map(|i| serde_json::from_str::<Id>(i.get()).ok())
-            .filter_map(|i| match i.id {
-                serde_json::Value::String(s) => s.parse().ok(),
-                v => v.as_i64(),
-            })
-            .collect();
+    /// the walk ends at this page, as it ends at any page it cannot tell is all new).
+    async fn holds_stored_event(&self, ids: &[i64], this_cycle: &HashSet<i64>) -> bool {
         let found = async {
             let client = self.pool.get().await.ok()?;
             client
@@ -827,6 +806,22 @@ impl Walk {
             }
         }
     }
+}
+
+/// The ids of a page's events (those without a usable id left out).
+fn event_ids(items: &[&RawValue]) -> Vec<i64> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: serde_json::Value,
+    }
+    items
+        .iter()
+        .filter_map(|i| serde_json::from_str::<Id>(i.get()).ok())
+        .filter_map(|i| match i.id {
+            serde_json::Value::String(s) => s.parse().ok(),
+            v => v.as_i64(),
+        })
+        .collect()
 }
 
 /// The event ids of a stored page, and those of them that were stored already.

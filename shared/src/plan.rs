@@ -15,6 +15,14 @@
 //! Until two polls have measured the feed's rate, and after a cycle that did not complete,
 //! the plan keeps the older rules: walk up to `max_pages` to the first stored event.
 //!
+//! A rate measured by a walk that found no stored event is a lower bound: the feed fills a
+//! page sooner than it says. Page 1 then goes out as soon as the interval and the budget
+//! allow, and the page after an all-new page 1 only when the budget spares it easily (a
+//! page past the bound may hold a handful of new events for a whole request).
+//!
+//! `X-Poll-Interval` and the events a page waits for count from the last poll's page 1, not
+//! from the end of the cycle; the budget's share counts from now.
+//!
 //! `pages` are the pages expected to hold new events (requested without waiting for the one
 //! before to be stored); `max_pages` bounds the walk, which goes past `pages` only while a
 //! page is all new (what arrived did not fit) and only as far as the budget can spare beyond
@@ -71,6 +79,9 @@ pub struct PlanInput {
     pub rate: Option<FeedRate>,
     /// GitHub's `X-Poll-Interval` (or the default before it said one).
     pub poll_interval: Duration,
+    /// When the last poll's page 1 was answered (None: now). `X-Poll-Interval` and the
+    /// events a page waits for count from there; the budget's share counts from `now`.
+    pub last_poll_at: Option<DateTime<Utc>>,
     /// Requests ingest may still send before `reset_at`.
     pub budget_left: i32,
     /// When the budget's window resets; None or past = a fresh window.
@@ -129,7 +140,8 @@ impl Binds {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Plan {
-    /// Never sooner than `now + X-Poll-Interval`.
+    /// Never sooner than `X-Poll-Interval` after the last poll's page 1, nor than the budget's
+    /// share after `now`.
     pub next_poll_at: DateTime<Utc>,
     /// Pages expected to hold new events: requested back to back.
     pub pages: u32,
@@ -149,18 +161,25 @@ pub fn plan(input: &PlanInput) -> Plan {
         .reset_at
         .filter(|r| *r > input.now)
         .map(|r| (r - input.now).to_std().unwrap_or_default());
-    let at = |secs: f64| {
-        let secs = secs.max(interval);
-        let d = chrono::Duration::from_std(Duration::from_secs_f64(secs.min(3600.0)))
-            .unwrap_or_else(|_| chrono::Duration::seconds(3600));
-        input.now + d
+    // The budget's share counts from now; X-Poll-Interval and the feed's arrivals count from
+    // the last page 1 (the time this cycle took after it is not added to the wait).
+    let since = input
+        .last_poll_at
+        .filter(|t| *t <= input.now)
+        .unwrap_or(input.now);
+    let span = |secs: f64| {
+        chrono::Duration::from_std(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+            .unwrap_or_else(|_| chrono::Duration::seconds(3600))
+    };
+    let at = |budget_secs: f64, feed_secs: f64| {
+        (input.now + span(budget_secs)).max(since + span(feed_secs.max(interval)))
     };
 
     if left == 0 {
         // Only the reset gives requests back.
         let next = to_reset.map_or(interval, |d| d.as_secs_f64());
         return Plan {
-            next_poll_at: at(next),
+            next_poll_at: at(next, 0.0),
             pages: 1,
             max_pages,
             binds: Binds::Exhausted,
@@ -177,11 +196,24 @@ pub fn plan(input: &PlanInput) -> Plan {
         _ => None,
     };
     let budget_gap = |pages: u32| spacing.map_or(0.0, |s| s * f64::from(pages));
-    // What the budget can spare beyond `need` requests until the reset.
+    let lower_bound = input.rate.is_some_and(|r| r.at_least);
+    let window_limit = input
+        .limit
+        .map_or(0.0, |(limit, _)| f64::from(limit.max(0)));
+    // What the budget can spare beyond `need` requests a second until the reset. Past a
+    // lower bound's all-new page 1 the next page may hold a handful of new events for a whole
+    // request: it is read only when the budget spares it easily (a quarter beyond the pace
+    // and a quarter of a window), not with the few requests left over by rounding or at the
+    // end of a window.
     let spare = |need: f64| match (to_reset, spacing) {
         (Some(d), Some(_)) => {
             let need = (d.as_secs_f64() * need).ceil();
-            (f64::from(left) - need).max(0.0) as u32
+            let spare = (f64::from(left) - need).max(0.0);
+            if lower_bound && spare < (need / 4.0).max(window_limit / 4.0) {
+                0
+            } else {
+                spare as u32
+            }
         }
         _ => max_pages,
     };
@@ -192,7 +224,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         _ => {
             let incomplete = input.last_cycle_incomplete;
             return Plan {
-                next_poll_at: at(budget_gap(input.pages_spent)),
+                next_poll_at: at(budget_gap(input.pages_spent), 0.0),
                 pages: if incomplete { max_pages } else { 1 },
                 max_pages,
                 binds: if incomplete {
@@ -223,7 +255,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             0.0
         };
         return Plan {
-            next_poll_at: at(budget_gap(1).max(full_page)),
+            next_poll_at: at(budget_gap(1), full_page),
             pages: 1,
             max_pages: 1,
             binds: Binds::Budget,
@@ -240,6 +272,14 @@ pub fn plan(input: &PlanInput) -> Plan {
         // A page fills no faster than GitHub lets us poll: page 1 alone, when it is full or
         // when the budget's share allows, whichever is later.
         let budget = budget_gap(1);
+        // A lower bound fills a page later than the feed does: waiting for it would keep the
+        // polls late and the bound where it is. Page 1 as soon as allowed instead; the next
+        // poll measures more.
+        let fills_in = if rate.at_least {
+            interval.min(fills_in)
+        } else {
+            fills_in
+        };
         let (gap, binds) = if budget > fills_in {
             (budget, Binds::Budget)
         } else {
@@ -252,7 +292,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             spare(1.0 / gap)
         };
         return Plan {
-            next_poll_at: at(gap),
+            next_poll_at: at(budget, fills_in),
             pages: 1,
             max_pages: walk(1, spare),
             binds,
@@ -270,7 +310,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     if wanted <= affordable {
         let gap = interval.max(budget_gap(wanted));
         return Plan {
-            next_poll_at: at(gap),
+            next_poll_at: at(budget_gap(wanted), 0.0),
             pages: wanted,
             max_pages: walk(wanted, spare(f64::from(wanted) / gap)),
             binds: Binds::Interval,
@@ -278,9 +318,8 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
     // Both bind, the budget more: as many pages as it affords per interval, nothing spare.
     let pages = affordable.min(max_pages);
-    let gap = interval.max(budget_gap(pages));
     Plan {
-        next_poll_at: at(gap),
+        next_poll_at: at(budget_gap(pages), 0.0),
         pages,
         max_pages: pages,
         binds: Binds::Budget,
@@ -313,6 +352,7 @@ mod tests {
             now: t0(),
             rate: r,
             poll_interval: Duration::from_secs(1),
+            last_poll_at: None,
             budget_left: 59,
             reset_at: Some(secs(60.0)),
             limit: Some((60, Duration::from_secs(60))),
@@ -454,6 +494,98 @@ mod tests {
                 binds: Binds::Feed,
             },
             Case {
+                // 84 events/s at least, measured by a walk that found no stored event. The
+                // bound's page would fill in 1.07 s; the feed fills it sooner.
+                name: "a lower bound under the budget's pace: page 1 as soon as allowed, alone",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(60.0)),
+                    ..anonymous(Some(FeedRate {
+                        per_sec: 84.0,
+                        at_least: true,
+                    }))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Feed,
+            },
+            Case {
+                name: "a lower bound with an ample budget: page 2 if page 1 is all new",
+                input: token(Some(FeedRate {
+                    per_sec: 1.0,
+                    at_least: true,
+                })),
+                next_in_secs: 60.0,
+                pages: 1,
+                max_pages: 3,
+                binds: Binds::Feed,
+            },
+            Case {
+                // 59 left for 55 s at a poll a second: 4 over the pace, under a quarter of it.
+                name: "a lower bound, the budget a little ahead of the pace: no page 2",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(55.0)),
+                    ..anonymous(Some(FeedRate {
+                        per_sec: 99.0,
+                        at_least: true,
+                    }))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Interval,
+            },
+            Case {
+                name: "the same with a measured rate: the leftovers read an overflow",
+                input: PlanInput {
+                    budget_left: 59,
+                    reset_at: Some(secs(55.0)),
+                    ..anonymous(rate(99.0))
+                },
+                next_in_secs: 1.0,
+                pages: 1,
+                max_pages: 3,
+                binds: Binds::Interval,
+            },
+            Case {
+                // The cycle took 0.4 s after its page 1: the wait is not 0.4 s longer.
+                name: "X-Poll-Interval counts from the last page 1",
+                input: PlanInput {
+                    last_poll_at: Some(secs(-0.4)),
+                    ..token(rate(300.0))
+                },
+                next_in_secs: 59.6,
+                pages: 3,
+                max_pages: 3,
+                binds: Binds::Interval,
+            },
+            Case {
+                name: "so do the events a page waits for",
+                input: PlanInput {
+                    last_poll_at: Some(secs(-0.2)),
+                    ..anonymous(rate(50.0))
+                },
+                next_in_secs: 1.7,
+                pages: 1,
+                max_pages: 3,
+                binds: Binds::Feed,
+            },
+            Case {
+                // 30 left for 60 s: a share is 1.94 s from now, whenever page 1 was.
+                name: "the budget's share counts from now",
+                input: PlanInput {
+                    budget_left: 30,
+                    last_poll_at: Some(secs(-0.5)),
+                    ..anonymous(rate(300.0))
+                },
+                next_in_secs: 60.0 / 31.0,
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Budget,
+            },
+            Case {
                 name: "a feed that brought nothing waits max_gap",
                 input: token(rate(0.0)),
                 next_in_secs: 300.0,
@@ -565,7 +697,10 @@ mod tests {
 
     #[test]
     fn never_sooner_than_the_interval_nor_more_than_the_budget() {
-        for per_sec in [0.0, 0.1, 1.0, 10.0, 50.0, 99.0, 120.0, 300.0, 5000.0] {
+        for (per_sec, at_least) in [0.0, 0.1, 1.0, 10.0, 50.0, 99.0, 120.0, 300.0, 5000.0]
+            .into_iter()
+            .flat_map(|r| [(r, false), (r, true)])
+        {
             for left in [1, 2, 5, 30, 59, 4990] {
                 for reset in [0.5, 2.0, 60.0, 3600.0] {
                     for interval in [1, 2, 60] {
@@ -573,11 +708,22 @@ mod tests {
                             budget_left: left,
                             reset_at: Some(secs(reset)),
                             poll_interval: Duration::from_secs(interval),
-                            ..anonymous(rate(per_sec))
+                            ..anonymous(Some(FeedRate { per_sec, at_least }))
                         };
                         let p = plan(&input);
                         let gap = (p.next_poll_at - t0()).to_std().unwrap().as_secs_f64();
                         assert!(gap >= interval as f64, "{input:?} → {p:?}");
+                        // From an earlier page 1: never sooner than the interval after it.
+                        let earlier = plan(&PlanInput {
+                            last_poll_at: Some(secs(-0.3)),
+                            ..input.clone()
+                        });
+                        let since = (earlier.next_poll_at - secs(-0.3)).to_std().unwrap();
+                        assert!(
+                            since.as_secs_f64() >= interval as f64,
+                            "{input:?} → {earlier:?}"
+                        );
+                        assert!(earlier.next_poll_at <= p.next_poll_at);
                         assert!(p.pages >= 1 && p.pages <= p.max_pages && p.max_pages <= 3);
                         // Polls of `pages` every `gap` before the reset fit in what is left.
                         // (next_poll_at is whole nanoseconds: a hair of tolerance.)
