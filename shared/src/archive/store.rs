@@ -105,7 +105,8 @@ fn report_of(r: &tokio_postgres::Row) -> HourReport {
     }
 }
 
-/// Creates `pending` rows for [from, to) that do not exist yet; returns how many were new.
+/// Creates `pending` rows for [from, to) that do not exist yet, each due from its hour's end;
+/// returns how many were new.
 pub async fn ensure_hours(pool: &Pool, from: Hour, to: Hour) -> Result<u64, StoreError> {
     if from >= to {
         return Ok(0);
@@ -113,7 +114,7 @@ pub async fn ensure_hours(pool: &Pool, from: Hour, to: Hour) -> Result<u64, Stor
     let c = pool.get().await?;
     c.execute(
         "INSERT INTO archive_hours (hour, next_attempt_at)
-         SELECT h, '-infinity'::timestamptz FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') AS h
+         SELECT h, h + interval '1 hour' FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') AS h
          ON CONFLICT (hour) DO NOTHING",
         &[&from.start(), &to.start()],
     )
