@@ -177,16 +177,17 @@ impl S3Objects {
             .build())
     }
 
-    /// Streams `body` into `key`: one PutObject when it is smaller than a part, else a
+    /// Streams `body` into `key`: one PutObject when it is smaller than `part_size`, else a
     /// multipart upload (at most one part in memory), completed only once the body ended
     /// well and aborted otherwise, so the key never holds part of a body.
-    async fn put_chunks(
+    pub async fn put_stream_in_parts(
         &self,
         key: &str,
         mut body: crate::archive::ByteChunks,
+        part_size: usize,
     ) -> Result<u64, RawStoreError> {
         use futures::StreamExt;
-        let mut buf: Vec<u8> = Vec::with_capacity(PART_SIZE);
+        let mut buf: Vec<u8> = Vec::with_capacity(part_size);
         let mut total = 0u64;
         let mut upload: Option<(String, Vec<aws_sdk_s3::types::CompletedPart>)> = None;
         let result: Result<(), RawStoreError> = async {
@@ -198,7 +199,7 @@ impl S3Objects {
                 })?;
                 total += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
-                if buf.len() >= PART_SIZE {
+                if buf.len() >= part_size {
                     if upload.is_none() {
                         let out = self
                             .client
@@ -215,7 +216,7 @@ impl S3Objects {
                     }
                     let (id, parts) = upload.as_mut().expect("started above");
                     let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-                    let part = std::mem::replace(&mut buf, Vec::with_capacity(PART_SIZE));
+                    let part = std::mem::replace(&mut buf, Vec::with_capacity(part_size));
                     parts.push(self.upload_part(key, id, number, part).await?);
                 }
             }
@@ -283,7 +284,7 @@ impl crate::archive::HourObjects for S3Objects {
         key: &str,
         body: crate::archive::ByteChunks,
     ) -> Result<u64, RawStoreError> {
-        self.put_chunks(key, body).await.inspect_err(|e| {
+        self.put_stream_in_parts(key, body, PART_SIZE).await.inspect_err(|e| {
             tracing::warn!(bucket = %self.bucket, key, retryable = e.retryable, error = %e, error_code = "s3_copy_failed", "archive hour not copied");
         })
     }
