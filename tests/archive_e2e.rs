@@ -411,3 +411,61 @@ async fn s3_mode_keeps_one_object_per_hour_whose_lines_are_the_stored_events() {
         0
     );
 }
+
+#[tokio::test]
+async fn the_archive_command_in_s3_mode_copies_the_hour_and_check_reads_its_lines() {
+    ghevents_bin();
+    let aws = localstack().await;
+    let bucket = aws.bucket().await;
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    server.serve_file("2015-01-01-0.json.gz", file("2015-01-01-0.json.gz"));
+    let env = [
+        ("GHARCHIVE_URL", server.url.as_str()),
+        ("RAW_PAYLOAD_STORE", "s3"),
+        ("RAW_PAYLOAD_BUCKET", bucket.as_str()),
+        ("RAW_PAYLOAD_PREFIX", "r/"),
+        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let (ok, stdout, stderr) = output(ghevents(
+        &db,
+        &env,
+        &["archive", "--hour", "2015-01-01T00", "--json"],
+    ))
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["hour"]["status"], "done");
+    assert_eq!(v["hour"]["object_key"], "r/archive/2015/01/01/00.json.gz");
+    assert_eq!(
+        aws.keys(&bucket).await,
+        vec!["r/archive/2015/01/01/00.json.gz".to_owned()]
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM github_events WHERE raw_object_key = 'r/archive/2015/01/01/00.json.gz'")
+            .await,
+        7702
+    );
+    let (_, stdout, stderr) = output(ghevents(
+        &db,
+        &env,
+        &["check", "--json", "--s3-sample", "50"],
+    ))
+    .await;
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let objects = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "raw_object_missing")
+        .cloned()
+        .unwrap_or_else(|| panic!("the raw object check: {report}"));
+    assert_eq!(objects["count"], 0, "{objects}");
+    assert_eq!(objects["skipped"], false, "{objects}");
+    assert_eq!(objects["note"], "1 distinct objects checked", "{objects}");
+}
