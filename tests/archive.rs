@@ -670,3 +670,37 @@ fn raw_lines(path: &std::path::Path) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .collect()
 }
+
+#[tokio::test]
+async fn a_deadline_is_kept_while_the_server_is_silent() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    let ids = serve_2015(&server);
+    server.fault(
+        "2015-01-01-0.json.gz",
+        Fault::Stall {
+            n: 700_000,
+            pause: Duration::from_secs(6),
+        },
+    );
+    let hour = Hour::parse(H2015).unwrap();
+    let mut o = options(&server);
+    o.deadline_margin = Duration::from_millis(1);
+    o.http.read_timeout = Duration::from_secs(30);
+    let (a, _) = archiver(&db, o, hour, chrono::Duration::hours(1), None);
+    let started = std::time::Instant::now();
+    let r = a
+        .run_hour(hour, true, Deadline::after(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "returned before the server spoke again: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, HourStatus::Pending, "{r:?}");
+    assert!(r.lines_committed > 0 && r.lines_committed < 7702, "{r:?}");
+    let r = a.run_hour(hour, true, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Done, "{r:?}");
+    assert_exactly_once(&db, &ids).await;
+}

@@ -466,7 +466,21 @@ impl Archiver {
         let now = self.clock.now();
         let fresh_after = now - chrono_dur(self.options.cache_ttl);
         loop {
-            let batch = match rx.recv().await {
+            // Waiting for the next batch (a slow server) ends in time for the deadline too.
+            let next = match deadline.remaining() {
+                None => rx.recv().await,
+                Some(left) => {
+                    let wait = left.saturating_sub(self.options.deadline_margin);
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            let batch = match next {
                 None => break,
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
