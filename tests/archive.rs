@@ -704,3 +704,32 @@ async fn a_deadline_is_kept_while_the_server_is_silent() {
     assert_eq!(r.status, HourStatus::Done, "{r:?}");
     assert_exactly_once(&db, &ids).await;
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_gzip_fails_the_hour_with_the_reason() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    // Plain NDJSON where a gzip file is expected (a proxy's page would do the same).
+    server.serve_file("2015-01-01-3.json.gz", file("2026-06-01-15-sample7.jsonl"));
+    let hour = Hour::parse("2015-01-01T03").unwrap();
+    let (a, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let e = a.run_hour(hour, true, Deadline::NONE).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("2015-01-01-3.json.gz") && text.contains("gzip"),
+        "{text}"
+    );
+    let r = ghevents::archive::store::report(&db.pool, hour)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, HourStatus::Failed);
+    assert!(r.reason.unwrap().contains("gzip"));
+    assert_eq!(db.count("SELECT count(*) FROM github_events").await, 0);
+}
