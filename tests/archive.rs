@@ -733,3 +733,58 @@ async fn a_body_that_is_not_gzip_fails_the_hour_with_the_reason() {
     assert!(r.reason.unwrap().contains("gzip"));
     assert_eq!(db.count("SELECT count(*) FROM github_events").await, 0);
 }
+
+#[tokio::test]
+async fn a_stop_request_ends_the_attempt_between_batches_and_starts_no_other() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    let ids = serve_2015(&server);
+    server.fault(
+        "2015-01-01-0.json.gz",
+        Fault::Slow {
+            chunk: 64 << 10,
+            delay: Duration::from_millis(60),
+        },
+    );
+    let hour = Hour::parse(H2015).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (a, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let a = a.with_stop(rx);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let _ = tx.send(true);
+        // Keep the channel open: the archiver must see `true`, not a closed channel.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let r = a.run_hour(hour, true, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Pending, "{r:?}");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("stopped on request"),
+        "{r:?}"
+    );
+    assert!(r.lines_committed > 0 && r.lines_committed < 7702, "{r:?}");
+    assert_eq!(r.claimed_until, None);
+    let other = a.run_hour(hour.next(), true, Deadline::NONE).await.unwrap();
+    assert_eq!(other.reason.as_deref(), Some("not started: stopping"));
+    assert_eq!(server.requests("2015-01-01-1.json.gz"), 0);
+
+    let (b, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let r = b.run_hour(hour, false, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Done, "{r:?}");
+    assert_exactly_once(&db, &ids).await;
+}

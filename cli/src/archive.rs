@@ -127,7 +127,9 @@ pub async fn backfill(
     let (done, todo): (Vec<HourReport>, Vec<HourReport>) = rows
         .into_iter()
         .partition(|r| r.status == archive::HourStatus::Done);
-    let archiver = Arc::new(archiver(app).await?);
+    // The first Ctrl-C or SIGTERM stops the hours in hand between batches (their offsets
+    // saved, their rows claimable at once) and starts no other.
+    let archiver = Arc::new(archiver(app).await?.with_stop(crate::stop_on_signal()?));
     let total = todo.len() as u64;
     if !json {
         println!(

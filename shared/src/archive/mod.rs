@@ -232,6 +232,8 @@ pub struct Archiver {
     http: reqwest::Client,
     /// Events written by this archiver so far (all hours), for progress displays.
     pub events_written: Arc<AtomicU64>,
+    /// Set: attempts stop between batches as at a deadline (a signal), none starts.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// How an attempt ended, short of an error.
@@ -263,7 +265,19 @@ impl Archiver {
             options,
             http,
             events_written: Arc::new(AtomicU64::new(0)),
+            stop: None,
         })
+    }
+
+    /// Attempts stop between batches once `stop` is true (saving their offset and leaving
+    /// their hour claimable), and none starts.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
     /// The URL of the hour's file.
@@ -289,6 +303,14 @@ impl Archiver {
     ) -> Result<HourReport, ArchiveError> {
         let now = self.clock.now();
         let until = now + chrono_dur(self.options.lease);
+        if self.stopping() {
+            store::ensure_hours(&self.pool, hour, hour.next()).await?;
+            let mut r = store::report(&self.pool, hour)
+                .await?
+                .ok_or_else(|| ArchiveError::Client(format!("no row for hour {hour}")))?;
+            r.reason = Some("not started: stopping".into());
+            return Ok(r);
+        }
         let Some(claimed) = store::claim(&self.pool, hour, now, until, force).await? else {
             let mut r = store::report(&self.pool, hour)
                 .await?
@@ -389,7 +411,12 @@ impl Archiver {
                 }
             }
             Outcome::Stopped { line } => {
-                let reason = format!("stopped before the deadline; resumes after line {line}");
+                let why = if self.stopping() {
+                    "stopped on request"
+                } else {
+                    "stopped before the deadline"
+                };
+                let reason = format!("{why}; resumes after line {line}");
                 (store::End::Pending { at: now, reason }, 0)
             }
         })
@@ -498,7 +525,7 @@ impl Archiver {
                     break;
                 }
             };
-            if !deadline.allows(self.options.deadline_margin) {
+            if !deadline.allows(self.options.deadline_margin) || self.stopping() {
                 stopped = true;
                 break;
             }
