@@ -360,13 +360,15 @@ impl Archiver {
                     .ok()
                     .flatten()
                     .map_or(0, |r| r.lines_committed);
+                let kept = if committed == 0 {
+                    "nothing written yet".to_owned()
+                } else {
+                    format!("lines 1-{committed} are written, the next attempt resumes after them")
+                };
                 let end = store::End::Failed {
                     at: now + chrono_dur(backoff),
                     error: &error,
-                    reason: format!(
-                        "attempt {} failed; lines 1-{committed} are written, the next attempt resumes after them: {error}",
-                        claimed.attempts
-                    ),
+                    reason: format!("attempt {} failed ({kept}): {error}", claimed.attempts),
                 };
                 if let Err(fe) = store::finish(&self.pool, hour, end, now).await {
                     tracing::warn!(%hour, error = %fe, "could not record the failed attempt; the lease will expire");
