@@ -1,6 +1,8 @@
 //! `ghevents`: the operator and local binary. It wires configuration, logging and the
 //! shared core; all behaviour lives in the `ghevents` library.
 
+mod archive;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ghevents::app::App;
@@ -79,6 +81,39 @@ enum Command {
         /// How long past its lease an in_progress row may stay.
         #[arg(long, default_value = "1m", value_parser = ghevents::check::parse_duration)]
         lease_grace: chrono::Duration,
+    },
+    /// Import one GH Archive hour now (whatever its backoff says); exit 1 unless it is done.
+    Archive {
+        /// The hour, UTC: 2015-01-01T00 (or 2015-01-01-0).
+        #[arg(long)]
+        hour: ghevents::archive::Hour,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import every GH Archive hour of a range that is not done yet; exit 1 naming each hour
+    /// still not done and why.
+    Backfill {
+        /// The first hour, UTC: 2015-01-01T00.
+        #[arg(long)]
+        from: ghevents::archive::Hour,
+        /// The last hour (included).
+        #[arg(long)]
+        to: ghevents::archive::Hour,
+        /// Hours imported at the same time.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// GH Archive hours: status, lines, stored, already present (polled) and the shares.
+    Coverage {
+        #[arg(long)]
+        from: Option<ghevents::archive::Hour>,
+        /// The last hour (included).
+        #[arg(long)]
+        to: Option<ghevents::archive::Hour>,
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild structured rows from the stored raw payloads with the current parser.
     Reparse {
@@ -185,6 +220,14 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         }
         Command::Import { files, batch_size } => import(&app, &files, batch_size.max(1)).await,
         Command::Status { json } => status(&app, json).await,
+        Command::Archive { hour, json } => archive::archive_hour(&app, hour, json).await,
+        Command::Backfill {
+            from,
+            to,
+            parallel,
+            json,
+        } => archive::backfill(&app, from, to, parallel, json).await,
+        Command::Coverage { from, to, json } => archive::coverage(&app, from, to, json).await,
         Command::Check {
             json,
             s3_sample,
@@ -410,6 +453,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             },
             "polls": polls,
             "counts": counts,
+            "archive": archive::status_section(app).await?.0,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -464,6 +508,9 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         counts.push_events_not_enqueued,
         t(counts.oldest_pending_push_at)
     );
+    for line in archive::status_section(app).await?.1 {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

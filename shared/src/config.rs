@@ -69,6 +69,14 @@ pub struct Config {
     pub db_pool_size: Option<usize>,
     /// `MIGRATE_ON_START` (default true): apply pending migrations when a process starts.
     pub migrate_on_start: bool,
+    /// `GHARCHIVE_URL` (default `https://data.gharchive.org`): where GH Archive hours are read.
+    pub gharchive_url: String,
+    /// `ARCHIVE_MISSING_AFTER` (default 48h, as `90s`, `5m`, `1h`, `2d`): how long after an
+    /// hour's end a 404 for it stops being "not published yet" and makes it `missing`.
+    pub archive_missing_after: Duration,
+    /// `ENRICH_ARCHIVE` (default false): archive push events wait for enrichment like polled
+    /// ones; otherwise they are enriched from the cache only.
+    pub enrich_archive: bool,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -138,6 +146,27 @@ impl Config {
                 },
             },
             migrate_on_start: boolean(get, "MIGRATE_ON_START", true)?,
+            gharchive_url: {
+                let u = get("GHARCHIVE_URL").unwrap_or_else(|| "https://data.gharchive.org".into());
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(invalid("GHARCHIVE_URL", &u, "expected an http(s) URL"));
+                }
+                u.trim_end_matches('/').to_owned()
+            },
+            archive_missing_after: match get("ARCHIVE_MISSING_AFTER") {
+                None => Duration::from_secs(48 * 3600),
+                Some(v) => crate::check::parse_duration(&v)
+                    .ok()
+                    .and_then(|d| d.to_std().ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "ARCHIVE_MISSING_AFTER",
+                            &v,
+                            "expected a duration such as 48h or 2d",
+                        )
+                    })?,
+            },
+            enrich_archive: boolean(get, "ENRICH_ARCHIVE", false)?,
         })
     }
 

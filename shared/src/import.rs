@@ -55,7 +55,7 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Rejections {
     pub count: u64,
     pub message: String,
@@ -209,34 +209,45 @@ pub fn read_line<R: BufRead + ?Sized>(
     }
 }
 
-struct Batch {
-    events: Vec<EventInsert>,
-    rejects: Vec<(u64, Rejection)>,
-    lines: u64,
-    blank: u64,
+/// Lines read from an input, parsed, ready to write.
+pub(crate) struct Batch {
+    pub(crate) events: Vec<EventInsert>,
+    pub(crate) rejects: Vec<(u64, Rejection)>,
+    pub(crate) lines: u64,
+    pub(crate) blank: u64,
+    /// Lines of the input read once this batch is done (1-based number of its last line).
+    pub(crate) end_line: u64,
 }
 
-/// Imports one file. Lines that cannot be stored are counted by reason; everything valid is
-/// stored regardless. Importing the same file again stores nothing new.
-pub async fn import_file(
-    pool: &Pool,
-    path: &Path,
+/// How a line reader refers to each event's raw bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum RawMode {
+    /// The line's text, stored inline.
+    Inline,
+    /// Line n (0-based) of this object, which holds the input's bytes as they are.
+    Object(String),
+}
+
+/// Reads `input` (gzip-compressed when `gz`) on a blocking thread, `\n`-separated line by
+/// line, and sends parsed batches (at most two queued). The first `skip` lines are read and
+/// dropped (a resumed import: they are written already). A read error (a truncated gzip
+/// stream, a connection lost mid-body) is sent as the last item.
+pub(crate) fn spawn_reader<R: Read + Send + 'static>(
+    input: R,
+    gz: bool,
+    raw: RawMode,
+    skip: u64,
     batch_size: usize,
     progress: Arc<Progress>,
-    now: DateTime<Utc>,
-) -> Result<ImportSummary, ImportError> {
-    let io_err = |source| ImportError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2);
-    let gz = path.extension().is_some_and(|e| e == "gz");
-    let reader_progress = progress.clone();
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<std::io::Result<Batch>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Batch>>(2);
     let reader = tokio::task::spawn_blocking(move || {
         let counted = Counting {
-            inner: file,
-            progress: reader_progress.clone(),
+            inner: input,
+            progress: progress.clone(),
         };
         let inner: Box<dyn Read> = if gz {
             Box::new(flate2::read::MultiGzDecoder::new(counted))
@@ -246,12 +257,23 @@ pub async fn import_file(
         let mut r = BufReader::with_capacity(1 << 20, inner);
         let mut line_no = 0u64;
         let mut buf = Vec::with_capacity(64 * 1024);
+        while line_no < skip {
+            match read_line(&mut r, &mut buf, MAX_LINE_BYTES) {
+                Ok(Line::Eof) => break,
+                Ok(_) => line_no += 1,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
         loop {
             let mut batch = Batch {
                 events: Vec::with_capacity(batch_size),
                 rejects: Vec::new(),
                 lines: 0,
                 blank: 0,
+                end_line: line_no,
             };
             let mut eof = false;
             let mut batch_bytes = 0usize;
@@ -296,20 +318,44 @@ pub async fn import_file(
                 match parse_event_str(text) {
                     Ok(parsed) => {
                         batch_bytes += text.len();
-                        batch.events.push(EventInsert {
-                            parsed,
-                            raw: RawRef::Inline(text.to_owned()),
-                        })
+                        let raw = match &raw {
+                            RawMode::Inline => RawRef::Inline(text.to_owned()),
+                            RawMode::Object(key) => RawRef::Object {
+                                key: key.clone(),
+                                line: i32::try_from(line_no - 1).unwrap_or(i32::MAX),
+                            },
+                        };
+                        batch.events.push(EventInsert { parsed, raw })
                     }
                     Err(e) => batch.rejects.push((line_no, e.into())),
                 }
             }
-            reader_progress.lines.store(line_no, Ordering::Relaxed);
+            batch.end_line = line_no;
+            progress.lines.store(line_no, Ordering::Relaxed);
             if tx.blocking_send(Ok(batch)).is_err() || eof {
                 return;
             }
         }
     });
+    (reader, rx)
+}
+
+/// Imports one file. Lines that cannot be stored are counted by reason; everything valid is
+/// stored regardless. Importing the same file again stores nothing new.
+pub async fn import_file(
+    pool: &Pool,
+    path: &Path,
+    batch_size: usize,
+    progress: Arc<Progress>,
+    now: DateTime<Utc>,
+) -> Result<ImportSummary, ImportError> {
+    let io_err = |source| ImportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let (reader, mut rx) = spawn_reader(file, gz, RawMode::Inline, 0, batch_size, progress);
 
     let mut summary = ImportSummary {
         file: path.display().to_string(),

@@ -3,6 +3,7 @@
 //! parameters.
 
 pub mod app;
+pub mod archive;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod budget;

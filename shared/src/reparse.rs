@@ -16,7 +16,7 @@ use crate::raw::ObjectReader;
 use crate::store::{Ctx, StoreError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -379,7 +379,7 @@ pub async fn reparse(
 
 /// Every line of a gzip NDJSON object, without its `\n`.
 fn all_lines(gz: &[u8]) -> std::io::Result<Vec<Vec<u8>>> {
-    let mut r = BufReader::new(GzDecoder::new(gz));
+    let mut r = BufReader::new(MultiGzDecoder::new(gz));
     let mut out = Vec::new();
     loop {
         let mut buf = Vec::new();

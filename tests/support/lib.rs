@@ -1,6 +1,7 @@
 //! Shared test support: a fresh database per test, a GitHub stand-in that replays recorded
 //! exchanges, the real data files, and the `ghevents` binary.
 
+pub mod archive_server;
 pub mod db;
 pub mod fixtures;
 pub mod mutate;

@@ -3,7 +3,7 @@
 
 use super::RawStoreError;
 use chrono::{DateTime, Utc};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde_json::value::RawValue;
 use std::io::{BufRead, BufReader, Write};
@@ -40,9 +40,10 @@ pub fn encode_page(events: &[&RawValue]) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
-/// Line `line` (0-based, without its newline) of a gzip NDJSON object.
+/// Line `line` (0-based, without its newline) of a gzip NDJSON object (one gzip member or
+/// several concatenated, as a file may be).
 pub fn line_of(gz: &[u8], line: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut reader = BufReader::new(GzDecoder::new(gz));
+    let mut reader = BufReader::new(MultiGzDecoder::new(gz));
     let mut buf = Vec::new();
     for _ in 0..=line {
         buf.clear();
