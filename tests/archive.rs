@@ -670,3 +670,121 @@ fn raw_lines(path: &std::path::Path) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .collect()
 }
+
+#[tokio::test]
+async fn a_deadline_is_kept_while_the_server_is_silent() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    let ids = serve_2015(&server);
+    server.fault(
+        "2015-01-01-0.json.gz",
+        Fault::Stall {
+            n: 700_000,
+            pause: Duration::from_secs(6),
+        },
+    );
+    let hour = Hour::parse(H2015).unwrap();
+    let mut o = options(&server);
+    o.deadline_margin = Duration::from_millis(1);
+    o.http.read_timeout = Duration::from_secs(30);
+    let (a, _) = archiver(&db, o, hour, chrono::Duration::hours(1), None);
+    let started = std::time::Instant::now();
+    let r = a
+        .run_hour(hour, true, Deadline::after(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "returned before the server spoke again: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, HourStatus::Pending, "{r:?}");
+    assert!(r.lines_committed > 0 && r.lines_committed < 7702, "{r:?}");
+    let r = a.run_hour(hour, true, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Done, "{r:?}");
+    assert_exactly_once(&db, &ids).await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_gzip_fails_the_hour_with_the_reason() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    // Plain NDJSON where a gzip file is expected (a proxy's page would do the same).
+    server.serve_file("2015-01-01-3.json.gz", file("2026-06-01-15-sample7.jsonl"));
+    let hour = Hour::parse("2015-01-01T03").unwrap();
+    let (a, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let e = a.run_hour(hour, true, Deadline::NONE).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("2015-01-01-3.json.gz") && text.contains("gzip"),
+        "{text}"
+    );
+    let r = ghevents::archive::store::report(&db.pool, hour)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, HourStatus::Failed);
+    assert!(r.reason.unwrap().contains("gzip"));
+    assert_eq!(db.count("SELECT count(*) FROM github_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_stop_request_ends_the_attempt_between_batches_and_starts_no_other() {
+    let db = TestDb::new().await;
+    let server = ArchiveServer::start().await;
+    let ids = serve_2015(&server);
+    server.fault(
+        "2015-01-01-0.json.gz",
+        Fault::Slow {
+            chunk: 64 << 10,
+            delay: Duration::from_millis(60),
+        },
+    );
+    let hour = Hour::parse(H2015).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (a, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let a = a.with_stop(rx);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let _ = tx.send(true);
+        // Keep the channel open: the archiver must see `true`, not a closed channel.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let r = a.run_hour(hour, true, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Pending, "{r:?}");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("stopped on request"),
+        "{r:?}"
+    );
+    assert!(r.lines_committed > 0 && r.lines_committed < 7702, "{r:?}");
+    assert_eq!(r.claimed_until, None);
+    let other = a.run_hour(hour.next(), true, Deadline::NONE).await.unwrap();
+    assert_eq!(other.reason.as_deref(), Some("not started: stopping"));
+    assert_eq!(server.requests("2015-01-01-1.json.gz"), 0);
+
+    let (b, _) = archiver(
+        &db,
+        options(&server),
+        hour,
+        chrono::Duration::hours(1),
+        None,
+    );
+    let r = b.run_hour(hour, false, Deadline::NONE).await.unwrap();
+    assert_eq!(r.status, HourStatus::Done, "{r:?}");
+    assert_exactly_once(&db, &ids).await;
+}

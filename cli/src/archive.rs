@@ -16,16 +16,8 @@ use std::time::Duration;
 pub async fn archiver(app: &App) -> Result<Archiver> {
     let objects: Option<Arc<dyn HourObjects>> =
         if app.config.raw_payload_store == RawPayloadStore::S3 {
-            let bucket = app
-                .config
-                .raw_payload_bucket
-                .clone()
-                .context("RAW_PAYLOAD_STORE=s3 needs RAW_PAYLOAD_BUCKET")?;
             let sdk = ghevents::aws::sdk_config().await;
-            Some(Arc::new(ghevents::aws::s3::S3Objects {
-                client: ghevents::aws::s3_client(&sdk),
-                bucket,
-            }))
+            ghevents::aws::hour_objects(&app.config, &sdk)
         } else {
             None
         };
@@ -135,7 +127,9 @@ pub async fn backfill(
     let (done, todo): (Vec<HourReport>, Vec<HourReport>) = rows
         .into_iter()
         .partition(|r| r.status == archive::HourStatus::Done);
-    let archiver = Arc::new(archiver(app).await?);
+    // The first Ctrl-C or SIGTERM stops the hours in hand between batches (their offsets
+    // saved, their rows claimable at once) and starts no other.
+    let archiver = Arc::new(archiver(app).await?.with_stop(crate::stop_on_signal()?));
     let total = todo.len() as u64;
     if !json {
         println!(

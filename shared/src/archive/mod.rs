@@ -232,6 +232,8 @@ pub struct Archiver {
     http: reqwest::Client,
     /// Events written by this archiver so far (all hours), for progress displays.
     pub events_written: Arc<AtomicU64>,
+    /// Set: attempts stop between batches as at a deadline (a signal), none starts.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// How an attempt ended, short of an error.
@@ -263,7 +265,19 @@ impl Archiver {
             options,
             http,
             events_written: Arc::new(AtomicU64::new(0)),
+            stop: None,
         })
+    }
+
+    /// Attempts stop between batches once `stop` is true (saving their offset and leaving
+    /// their hour claimable), and none starts.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
     }
 
     /// The URL of the hour's file.
@@ -289,6 +303,14 @@ impl Archiver {
     ) -> Result<HourReport, ArchiveError> {
         let now = self.clock.now();
         let until = now + chrono_dur(self.options.lease);
+        if self.stopping() {
+            store::ensure_hours(&self.pool, hour, hour.next()).await?;
+            let mut r = store::report(&self.pool, hour)
+                .await?
+                .ok_or_else(|| ArchiveError::Client(format!("no row for hour {hour}")))?;
+            r.reason = Some("not started: stopping".into());
+            return Ok(r);
+        }
         let Some(claimed) = store::claim(&self.pool, hour, now, until, force).await? else {
             let mut r = store::report(&self.pool, hour)
                 .await?
@@ -389,7 +411,12 @@ impl Archiver {
                 }
             }
             Outcome::Stopped { line } => {
-                let reason = format!("stopped before the deadline; resumes after line {line}");
+                let why = if self.stopping() {
+                    "stopped on request"
+                } else {
+                    "stopped before the deadline"
+                };
+                let reason = format!("{why}; resumes after line {line}");
                 (store::End::Pending { at: now, reason }, 0)
             }
         })
@@ -466,7 +493,21 @@ impl Archiver {
         let now = self.clock.now();
         let fresh_after = now - chrono_dur(self.options.cache_ttl);
         loop {
-            let batch = match rx.recv().await {
+            // Waiting for the next batch (a slow server) ends in time for the deadline too.
+            let next = match deadline.remaining() {
+                None => rx.recv().await,
+                Some(left) => {
+                    let wait = left.saturating_sub(self.options.deadline_margin);
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            let batch = match next {
                 None => break,
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
@@ -484,7 +525,7 @@ impl Archiver {
                     break;
                 }
             };
-            if !deadline.allows(self.options.deadline_margin) {
+            if !deadline.allows(self.options.deadline_margin) || self.stopping() {
                 stopped = true;
                 break;
             }
@@ -549,7 +590,11 @@ impl Archiver {
         }
         prefix.advance();
         self.save(hour, &prefix, &progress).await?;
-        let _ = reader.await;
+        if failure.is_none() && !stopped {
+            // It has sent its last batch. After a stop or a failure it may still be waiting
+            // for a silent server (up to the read timeout): it is left to end on its own.
+            let _ = reader.await;
+        }
         if let Some(e) = failure {
             if from_object && matches!(e, ArchiveError::Body { .. }) {
                 // The stored copy is not a whole file: copy it again next time. The lines
@@ -732,4 +777,74 @@ async fn write_batch_once(
         counters: c,
         new_rows: w.new_events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(&move |k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn options_follow_the_configuration() {
+        let o = ArchiveOptions::from_config(&config(&[]).unwrap());
+        assert_eq!(o.base_url, "https://data.gharchive.org");
+        assert_eq!(o.missing_after, Duration::from_secs(48 * 3600));
+        assert!(!o.enrich_archive);
+        let o = ArchiveOptions::from_config(
+            &config(&[
+                ("GHARCHIVE_URL", "http://127.0.0.1:9/"),
+                ("ARCHIVE_MISSING_AFTER", "2d"),
+                ("ENRICH_ARCHIVE", "true"),
+                ("RAW_PAYLOAD_PREFIX", "p/"),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(o.base_url, "http://127.0.0.1:9");
+        assert_eq!(o.missing_after, Duration::from_secs(2 * 86_400));
+        assert!(o.enrich_archive);
+        assert_eq!(o.object_prefix, "p/");
+    }
+
+    #[test]
+    fn bad_archive_settings_name_their_variable() {
+        let e = config(&[("ARCHIVE_MISSING_AFTER", "soon")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("ARCHIVE_MISSING_AFTER=\"soon\" is invalid"),
+            "{e}"
+        );
+        let e = config(&[("GHARCHIVE_URL", "data.gharchive.org")]).unwrap_err();
+        assert!(e.to_string().starts_with("GHARCHIVE_URL="), "{e}");
+        let e = config(&[("ENRICH_ARCHIVE", "maybe")]).unwrap_err();
+        assert!(e.to_string().starts_with("ENRICH_ARCHIVE="), "{e}");
+    }
+
+    #[test]
+    fn the_prefix_takes_in_batches_only_in_order() {
+        let mut p = Prefix {
+            counters: Counters::default(),
+            line: 100,
+            next: 0,
+            done: BTreeMap::new(),
+        };
+        let c = |stored| Counters {
+            lines: stored,
+            stored,
+            ..Counters::default()
+        };
+        p.done.insert(1, (300, c(200)));
+        assert!(!p.advance(), "batch 0 is not committed yet");
+        assert_eq!(p.line, 100);
+        p.done.insert(0, (200, c(100)));
+        assert!(p.advance());
+        assert_eq!((p.line, p.next, p.counters.stored), (300, 2, 300));
+    }
 }

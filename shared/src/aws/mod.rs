@@ -115,6 +115,21 @@ pub fn raw_store(config: &Config, sdk: &SdkConfig) -> Option<Arc<dyn RawStore>> 
     }
 }
 
+/// S3 mode: where GH Archive hour files are kept (the raw bucket, under
+/// `{RAW_PAYLOAD_PREFIX}archive/`).
+pub fn hour_objects(
+    config: &Config,
+    sdk: &SdkConfig,
+) -> Option<Arc<dyn crate::archive::HourObjects>> {
+    match (config.raw_payload_store, &config.raw_payload_bucket) {
+        (RawPayloadStore::S3, Some(bucket)) => Some(Arc::new(s3::S3Objects {
+            client: s3_client(sdk),
+            bucket: bucket.clone(),
+        })),
+        _ => None,
+    }
+}
+
 pub fn push_queue(config: &Config, sdk: &SdkConfig) -> Option<Arc<dyn PushQueue>> {
     config.enrich_queue_url.as_ref().map(|url| {
         Arc::new(sqs::SqsQueue {
