@@ -2,11 +2,10 @@
 
 use anyhow::Context;
 use ghevents::app::App;
-use ghevents::archive::{ArchiveOptions, Archiver, HourObjects};
+use ghevents::archive::{ArchiveOptions, Archiver};
 use ghevents::aws::hours::SqsHours;
 use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
-use ghevents::config::RawPayloadStore;
 use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -34,17 +33,7 @@ async fn main() -> Result<(), Error> {
     .await
     .context("connecting to Postgres")?;
     // S3 mode: each hour's file is copied to the raw bucket and imported from that copy.
-    let objects: Option<Arc<dyn HourObjects>> =
-        match (env.config.raw_payload_store, &env.config.raw_payload_bucket) {
-            (RawPayloadStore::S3, Some(bucket)) => Some(Arc::new(ghevents::aws::s3::S3Objects {
-                client: ghevents::aws::s3_client(&env.sdk),
-                bucket: bucket.clone(),
-            })),
-            (RawPayloadStore::S3, None) => {
-                return Err(anyhow::anyhow!("RAW_PAYLOAD_STORE=s3 needs RAW_PAYLOAD_BUCKET").into())
-            }
-            _ => None,
-        };
+    let objects = ghevents::aws::hour_objects(&env.config, &env.sdk);
     let archiver = Archiver::new(
         app.pool.clone(),
         app.clock.clone(),
