@@ -8,12 +8,19 @@ capture    `ghevents run` against github-sim replaying both 2015-01-01 hours, on
 import     `ghevents import` of a generated file of >= 200,000 events into a fresh database,
            against `psql \\copy` of the same lines into a bare jsonb table, in the same run.
 footprint  peak RSS and wall time of one `ghevents ingest --once` storing 300 events.
+archive    (only with --only archive: minutes) a generated GH Archive hour of >= 200,000 events
+           and >= 500 MB of NDJSON, gzipped and served over local HTTP under its archive name:
+           `ghevents archive --hour` from there, against `ghevents import` of the same file, each
+           into a fresh database, in the same run: the time ratio, peak RSS, and what one 900 s
+           Lambda invocation holds at the measured rate.
 
 Prints a table and writes target/bench/results.json. Standard library only; needs psql and
 /usr/bin/time (GNU time). Every figure printed is measured in this run.
 """
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import platform
@@ -23,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -361,6 +369,115 @@ def footprint(a):
     }
 
 
+# ---------------------------------------------------------------- archive
+
+ARCHIVE_HOUR = "2015-01-01T15"
+ARCHIVE_FILE = "2015-01-01-15.json.gz"  # GH Archive's name for that hour
+LAMBDA_TIMEOUT_S = 900
+# What an invocation keeps back: the start margin before an hour, the archiver's margin before
+# the deadline, a cold start's connect and migrations.
+LAMBDA_RESERVE_S = 90
+HOUR_GZIP_MB = 250
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class StaticServer:
+    """The directory over HTTP on a free port (a thread); .gz served as application/gzip."""
+
+    def __init__(self, directory):
+        handler = functools.partial(Quiet, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def ensure_archive_file(a):
+    path = a.out / "archive" / ARCHIVE_FILE
+    manifest_path = Path(str(path) + ".manifest.json")
+    if path.exists() and manifest_path.exists():
+        m = json.loads(manifest_path.read_text())
+        if m["events"] >= a.archive_events and m["bytes"] >= a.archive_bytes and m.get("file_bytes") == path.stat().st_size:
+            return path, m
+    log(f"archive: generating {path} (>= {a.archive_events} events, >= {a.archive_bytes / 1e6:.0f} MB NDJSON, gzipped)")
+    env = dict(os.environ, GHEVENTS_DATA_DIR=str(a.data_dir))
+    subprocess.run([sys.executable, REPO / "bench" / "gen_import.py", "--out", path, "--gzip",
+                    "--min-events", str(a.archive_events), "--min-bytes", str(a.archive_bytes)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    return path, json.loads(manifest_path.read_text())
+
+
+def archive_bench(a):
+    path, manifest = ensure_archive_file(a)
+    with open(path, "rb") as f:  # both contenders read it from the page cache
+        while f.read(1 << 24):
+            pass
+    server = StaticServer(path.parent)
+    runs = []
+    try:
+        for rep in range(1, a.archive_reps + 1):
+            arc_url = fresh_db(a.admin, "ghevents_bench_archive")
+            env = clean_env(DATABASE_URL=arc_url, GHARCHIVE_URL=server.url)
+            subprocess.run([a.ghevents, "migrate"], check=True, capture_output=True, env=env)
+            psql(a.admin, "CHECKPOINT")
+            log(f"archive {rep}/{a.archive_reps}: ghevents archive --hour {ARCHIVE_HOUR} from {server.url}")
+            out, _, report, archive_s = time_v([a.ghevents, "archive", "--hour", ARCHIVE_HOUR], env)
+            events, pushes, status = psql(
+                arc_url,
+                "SELECT (SELECT count(*) FROM github_events), (SELECT count(*) FROM push_events),"
+                " (SELECT status FROM archive_hours WHERE hour = '2015-01-01 15:00+00')").strip().split("|")
+            drop_db(a.admin, "ghevents_bench_archive")
+            if int(events) != manifest["events"] or int(pushes) != manifest["push_events"] or status != "done":
+                raise RuntimeError(f"archive stored {events} events / {pushes} pushes, hour {status}; file {manifest}: {out}")
+            archive_rss = max_rss_kb(report)
+
+            imp_url = fresh_db(a.admin, "ghevents_bench_import")
+            env = clean_env(DATABASE_URL=imp_url)
+            subprocess.run([a.ghevents, "migrate"], check=True, capture_output=True, env=env)
+            psql(a.admin, "CHECKPOINT")
+            log(f"archive {rep}/{a.archive_reps}: ghevents import {path.name}")
+            _, _, ireport, import_s = time_v([a.ghevents, "import", path], env)
+            events = int(psql(imp_url, "SELECT count(*) FROM github_events"))
+            drop_db(a.admin, "ghevents_bench_import")
+            if events != manifest["events"]:
+                raise RuntimeError(f"import stored {events} events; file {manifest}")
+            runs.append({"archive_s": round(archive_s, 2), "import_s": round(import_s, 2),
+                         "ratio": round(archive_s / import_s, 3), "archive_max_rss_kb": archive_rss,
+                         "import_max_rss_kb": max_rss_kb(ireport), "archive_summary": out.strip().splitlines()[0]})
+    finally:
+        server.stop()
+    archive_s = statistics.median(r["archive_s"] for r in runs)
+    import_s = statistics.median(r["import_s"] for r in runs)
+    events_per_s = manifest["events"] / archive_s
+    gzip_mb_per_s = manifest["file_bytes"] / 1e6 / archive_s
+    usable = LAMBDA_TIMEOUT_S - LAMBDA_RESERVE_S
+    hour_s = HOUR_GZIP_MB / gzip_mb_per_s
+    return {
+        "file": str(path), "hour": ARCHIVE_HOUR, "events": manifest["events"], "push_events": manifest["push_events"],
+        "ndjson_bytes": manifest["bytes"], "gzip_bytes": manifest["file_bytes"], "runs": runs,
+        "archive_s_median": round(archive_s, 2), "import_s_median": round(import_s, 2),
+        "ratio_of_medians": round(archive_s / import_s, 3),
+        "archive_max_rss_kb_max": max(r["archive_max_rss_kb"] for r in runs),
+        "archive_events_per_s": round(events_per_s),
+        "archive_gzip_mb_per_s": round(gzip_mb_per_s, 3),
+        "archive_ndjson_mb_per_s": round(manifest["bytes"] / 1e6 / archive_s, 2),
+        "lambda_usable_s": usable,
+        "lambda_invocation_events": round(events_per_s * usable),
+        "lambda_invocation_gzip_mb": round(gzip_mb_per_s * usable, 1),
+        "hour_gzip_mb": HOUR_GZIP_MB,
+        "hour_s": round(hour_s),
+        "hour_invocations": max(1, -(-round(hour_s) // usable)),
+    }
+
+
 # ---------------------------------------------------------------- report
 
 def machine(a):
@@ -406,6 +523,24 @@ def table(results):
         for i, r in enumerate(fp["runs"], 1):
             lines.append(f"| {i} | {r['max_rss_kb']} | {r['wall_s']} |")
         lines.append(f"| median | {fp['max_rss_kb_median']} | {fp['wall_s_median']} |")
+    arc = results.get("archive")
+    if arc:
+        lines += ["", f"Archive hour ({arc['events']} events, {arc['ndjson_bytes'] / 1e6:.0f} MB NDJSON, "
+                      f"{arc['gzip_bytes'] / 1e6:.0f} MB gzip, served over local HTTP)", "",
+                  "| run | ghevents archive s | ghevents import s | ratio archive/import | archive peak RSS KiB | import peak RSS KiB |",
+                  "|---|---|---|---|---|---|"]
+        for i, r in enumerate(arc["runs"], 1):
+            lines.append(f"| {i} | {r['archive_s']} | {r['import_s']} | {r['ratio']} | {r['archive_max_rss_kb']} | {r['import_max_rss_kb']} |")
+        lines.append(f"| median | {arc['archive_s_median']} | {arc['import_s_median']} | {arc['ratio_of_medians']} | "
+                     f"max {arc['archive_max_rss_kb_max']} | |")
+        lines += ["", f"archive/import time ratio: {arc['ratio_of_medians']} (goal <= 1.1); "
+                      f"archive peak RSS: {arc['archive_max_rss_kb_max'] / 1024:.1f} MiB (goal <= 100 MiB)",
+                  f"archive rate: {arc['archive_events_per_s']} events/s, {arc['archive_ndjson_mb_per_s']} MB/s NDJSON, "
+                  f"{arc['archive_gzip_mb_per_s']} MB/s gzip",
+                  f"one {LAMBDA_TIMEOUT_S} s invocation ({arc['lambda_usable_s']} s of import) holds at this rate: "
+                  f"{arc['lambda_invocation_events']} events, {arc['lambda_invocation_gzip_mb']} MB gzip",
+                  f"a {arc['hour_gzip_mb']} MB (gzip) hour at this rate: {arc['hour_s']} s, "
+                  f"{arc['hour_invocations']} invocation(s), resumed from the committed line offset"]
     m = results["machine"]
     lines += ["", f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, PostgreSQL {m['postgres']}, "
                   f"load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end."]
@@ -414,7 +549,8 @@ def table(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="capture,import,footprint", help="comma-separated: capture, import, footprint")
+    ap.add_argument("--only", default="capture,import,footprint",
+                    help="comma-separated: capture, import, footprint, archive (archive runs only when named)")
     ap.add_argument("--ghevents", type=Path, default=TARGET / "release" / "ghevents")
     ap.add_argument("--sim", type=Path, default=TARGET / "release" / "github-sim")
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("GHEVENTS_DATA_DIR") or REPO.parent / "shared" / "data"))
@@ -433,10 +569,13 @@ def main():
     ap.add_argument("--import-events", type=int, default=200_000)
     ap.add_argument("--import-reps", type=int, default=3)
     ap.add_argument("--footprint-reps", type=int, default=3)
+    ap.add_argument("--archive-events", type=int, default=200_000)
+    ap.add_argument("--archive-bytes", type=int, default=500_000_000, help="NDJSON bytes of the generated hour")
+    ap.add_argument("--archive-reps", type=int, default=1)
     a = ap.parse_args()
     parts = [p.strip() for p in a.only.split(",") if p.strip()]
     for p in parts:
-        if p not in ("capture", "import", "footprint"):
+        if p not in ("capture", "import", "footprint", "archive"):
             sys.exit(f"bench: unknown part {p!r}")
     for binary in (a.ghevents, a.sim):
         if not binary.is_file():
@@ -458,6 +597,8 @@ def main():
         results["import"] = import_bench(a)
     if "footprint" in parts:
         results["footprint"] = footprint(a)
+    if "archive" in parts:
+        results["archive"] = archive_bench(a)
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -6,8 +6,12 @@ event id and every push id in the output is unique; everything else is the sourc
 byte. Lines are split on b"\\n" only (GH Archive text may hold other line separators).
 
     bench/gen_import.py --out target/bench/import.ndjson --min-events 200000
+    bench/gen_import.py --out target/bench/archive/2015-01-01-15.json.gz --gzip \
+        --min-events 200000 --min-bytes 500000000
 
-Writes OUT and OUT.manifest.json ({events, push_events, copies, sources}). Standard library only.
+Copies are written until both --min-events and --min-bytes (of NDJSON) are reached. With --gzip
+OUT is one gzip stream, as GH Archive serves an hour. Writes OUT and OUT.manifest.json
+({events, push_events, copies, bytes (NDJSON), file_bytes, sources}). Standard library only.
 """
 
 import argparse
@@ -61,6 +65,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--min-events", type=int, default=200_000)
+    ap.add_argument("--min-bytes", type=int, default=0, help="NDJSON bytes to reach at least")
+    ap.add_argument("--gzip", action="store_true", help="write OUT gzip-compressed (level 6, as gzip's default)")
     ap.add_argument("--source", type=Path, action="append", help="GH Archive file (default: both 2015-01-01 hours)")
     args = ap.parse_args()
     sources = args.source or default_sources()
@@ -75,24 +81,33 @@ def main():
         sys.exit("the sources repeat an event id or a push id: copies would not be unique")
     if max(ids) >= OFFSET or (pushes and max(pushes) >= OFFSET):
         sys.exit("an id is larger than the copy offset")
-    copies = -(-args.min_events // len(lines))
-
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    with open(tmp, "wb", buffering=1 << 20) as f:
-        for k in range(copies):
-            shift = k * OFFSET
+    copies = written = 0
+    with open(tmp, "wb", buffering=1 << 20) as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if args.gzip else raw
+        while copies * len(lines) < args.min_events or written < args.min_bytes:
+            shift = copies * OFFSET
+            chunk = []
             for a, event_id, b, push_id, c in lines:
-                f.write(a + str(event_id + shift).encode() + b)
+                chunk.append(a + str(event_id + shift).encode() + b)
                 if push_id is not None:
-                    f.write(str(push_id + shift).encode())
-                f.write(c + b"\n")
+                    chunk.append(str(push_id + shift).encode())
+                chunk.append(c + b"\n")
+            data = b"".join(chunk)
+            f.write(data)
+            written += len(data)
+            copies += 1
+        if args.gzip:
+            f.close()
     tmp.replace(args.out)
     manifest = {
         "events": copies * len(lines),
         "push_events": copies * len(pushes),
         "copies": copies,
-        "bytes": args.out.stat().st_size,
+        "bytes": written,
+        "file_bytes": args.out.stat().st_size,
+        "gzip": args.gzip,
         "sources": [str(s) for s in sources],
     }
     Path(str(args.out) + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

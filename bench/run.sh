@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                       capture, import and footprint
 #   bench/run.sh --only import         one part (capture, import, footprint; comma-separated)
+#   bench/run.sh --only archive        the GH Archive hour (minutes; never part of the default run)
 #   bench/run.sh --help                every option (feed rates, windows, repetitions, ...)
 #   BENCH_PROFILE=dev bench/run.sh     the debug binaries, without a release build
 #

@@ -13,7 +13,8 @@
 #                                      does not apply is skipped in the
 #                                      template with a one-line reason)
 #   5. infra/check_values.py          (the values the code relies on, and
-#                                      DbPoolSize x (1 + EnrichMaximumConcurrency)
+#                                      DbPoolSize x (1 + EnrichMaximumConcurrency
+#                                      + ArchiveMaximumConcurrency + 1)
 #                                      < DbMaxConnections for the defaults and
 #                                      samconfig.toml)
 #   6. build metadata                 (every rust-cargolambda function names

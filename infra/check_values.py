@@ -5,17 +5,21 @@ Usage: check_values.py TEMPLATE [SAMCONFIG]
 
 Fails (exit 1) unless
   * PgSslMode defaults to verify-full (the only mode that authenticates the server),
-  * IngestFunction Timeout is 300 s and EnrichFunction Timeout 120 s, the values the code's
-    deadlines are written for,
+  * IngestFunction Timeout is 300 s, EnrichFunction Timeout 120 s and ArchiveFunction Timeout
+    900 s, the values the code's deadlines are written for,
   * EnrichQueue VisibilityTimeout is at least 6x the enrich timeout and at least the 300 s
     lease enrich takes on a push row,
-  * EnrichQueue and EnrichDeadLetterQueue keep messages for 14 days (the maximum),
+  * HoursQueue VisibilityTimeout is at least 6x the archive timeout and at least the 900 s
+    lease an import takes on its hour,
+  * EnrichQueue, EnrichDeadLetterQueue, HoursQueue and HoursDeadLetterQueue keep messages for
+    14 days (the maximum),
   * IngestFunction has ReservedConcurrentExecutions 1 and EnrichFunction's reserved
     concurrency is EnrichMaximumConcurrency (what the bound below assumes),
   * both functions get MIGRATE_ON_START and DB_POOL_SIZE from the MigrateOnStart and
     DbPoolSize parameters,
-  * DbPoolSize x (1 + EnrichMaximumConcurrency) < DbMaxConnections, for the template's
-    defaults and for every parameter_overrides in SAMCONFIG (default: samconfig.toml next to
+  * DbPoolSize x (1 + EnrichMaximumConcurrency + ArchiveMaximumConcurrency + 1) <
+    DbMaxConnections (one ingest, the enrich and archive queues' pollers, one hourly archive
+    tick), for the template's defaults and for every parameter_overrides in SAMCONFIG (default: samconfig.toml next to
     the template's directory, if present), each merged over the defaults.
 
 CloudFormation Rules cannot multiply or compare numbers, so the bound cannot be enforced at
@@ -38,6 +42,8 @@ from cfnlint.decode import decode
 ROW_LEASE_SECS = 300
 INGEST_TIMEOUT = 300
 ENRICH_TIMEOUT = 120
+ARCHIVE_TIMEOUT = 900
+HOUR_LEASE_SECS = 900
 MAX_RETENTION = 1_209_600  # 14 days
 
 
@@ -110,7 +116,20 @@ def main(argv: list[str]) -> int:
             f"EnrichQueue VisibilityTimeout {visibility!r} must be >= 6 x the enrich timeout"
             f" ({enrich_timeout!r}) and >= the {ROW_LEASE_SECS} s row lease"
         )
-    for queue in ("EnrichQueue", "EnrichDeadLetterQueue"):
+    expect("ArchiveFunction Timeout", prop("ArchiveFunction", "Timeout"), ARCHIVE_TIMEOUT)
+    archive_timeout = prop("ArchiveFunction", "Timeout")
+    hours_visibility = prop("HoursQueue", "VisibilityTimeout")
+    if not (
+        isinstance(hours_visibility, int)
+        and isinstance(archive_timeout, int)
+        and hours_visibility >= 6 * archive_timeout
+        and hours_visibility >= HOUR_LEASE_SECS
+    ):
+        problems.append(
+            f"HoursQueue VisibilityTimeout {hours_visibility!r} must be >= 6 x the archive timeout"
+            f" ({archive_timeout!r}) and >= the {HOUR_LEASE_SECS} s hour lease"
+        )
+    for queue in ("EnrichQueue", "EnrichDeadLetterQueue", "HoursQueue", "HoursDeadLetterQueue"):
         expect(f"{queue} MessageRetentionPeriod", prop(queue, "MessageRetentionPeriod"), MAX_RETENTION)
     expect(
         "IngestFunction ReservedConcurrentExecutions",
@@ -125,9 +144,10 @@ def main(argv: list[str]) -> int:
     expect("Globals MIGRATE_ON_START", ref(glob_env.get("MIGRATE_ON_START")), "MigrateOnStart")
     expect("Globals DB_POOL_SIZE", ref(glob_env.get("DB_POOL_SIZE")), "DbPoolSize")
 
-    # The connection bound: at most one ingest and EnrichMaximumConcurrency enrich instances,
-    # each with a pool of DbPoolSize.
-    names = ("DbPoolSize", "EnrichMaximumConcurrency", "DbMaxConnections")
+    # The connection bound: at most one ingest, EnrichMaximumConcurrency enrich and
+    # ArchiveMaximumConcurrency + 1 archive instances (the queue's and the hourly tick), each
+    # with a pool of DbPoolSize.
+    names = ("DbPoolSize", "EnrichMaximumConcurrency", "ArchiveMaximumConcurrency", "DbMaxConnections")
     defaults = {n: (params.get(n) or {}).get("Default") for n in names}
     cases = [("template defaults", {})]
     if samconfig.is_file():
@@ -135,13 +155,14 @@ def main(argv: list[str]) -> int:
     for where, given in cases:
         values = {**defaults, **{k: v for k, v in given.items() if k in names}}
         try:
-            pool, enrich, limit = (int(values[n]) for n in names)
+            pool, enrich, archive, limit = (int(values[n]) for n in names)
         except (TypeError, ValueError):
             problems.append(f"{where}: {values} are not all numbers")
             continue
-        used = pool * (1 + enrich)
+        used = pool * (1 + enrich + archive + 1)
         line = (
-            f"{where}: DbPoolSize {pool} x (1 + EnrichMaximumConcurrency {enrich}) = {used}"
+            f"{where}: DbPoolSize {pool} x (1 + EnrichMaximumConcurrency {enrich}"
+            f" + ArchiveMaximumConcurrency {archive} + 1) = {used}"
             f" {'<' if used < limit else '>='} DbMaxConnections {limit}"
         )
         print(line)

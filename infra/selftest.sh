@@ -80,7 +80,7 @@ expect_fail "checkov-failed-check" "CKV_AWS_161" "$copy_c"
 copy_d="$(break_copy connection-bound \
   "Default: 80" \
   "Default: 6")"
-expect_fail "connection-bound" "FAIL template defaults: DbPoolSize 2 x \\(1 \\+ EnrichMaximumConcurrency 2\\) = 6 >= DbMaxConnections 6" "$copy_d"
+expect_fail "connection-bound" "FAIL template defaults: DbPoolSize 2 x \\(1 \\+ EnrichMaximumConcurrency 2 \\+ ArchiveMaximumConcurrency 2 \\+ 1\\) = 12 >= DbMaxConnections 6" "$copy_d"
 
 copy_e="$(break_copy unverified-tls \
   "Default: verify-full" \

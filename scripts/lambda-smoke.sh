@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Runs the two Lambda binaries for real on this machine and checks what they did:
+# Runs the three Lambda binaries for real on this machine and checks what they did:
 # `cargo lambda watch` serves them behind Lambda's runtime API emulator, `cargo lambda invoke`
 # sends them a scheduled event (ingest) and an SQS event built from the messages ingest queued
-# (enrich), against PostgreSQL, LocalStack (S3, SQS) and github-sim serving a GH Archive hour.
+# (enrich), against PostgreSQL, LocalStack (S3, SQS) and github-sim serving a GH Archive hour;
+# then `ghevents backfill --queue` puts that hour on an hours queue, and the archive function
+# imports it from a local HTTP server standing in for data.gharchive.org (an SQS event built
+# from the message), and its scheduled event enqueues the last complete hour.
 #
 #   scripts/lambda-smoke.sh
 #
 # Asserts: 300 events stored with their raw bytes in 3 S3 objects (one per page), one SQS
 # message per new push event and every row marked enqueued; the enrich invocation reports
-# no failure and completes the push events of its batch. Stops and deletes everything it
-# started or created (database, bucket, queue, github-sim, watch, and LocalStack/PostgreSQL
-# when it started them). Knobs: SMOKE_PORT (invoke port, default 9309),
+# no failure and completes the push events of its batch; the archive hour is `done`, every
+# event of the hour is stored once (the 300 polled ones counted as already present), and its
+# file is one S3 object. Stops and deletes everything it started or created (database,
+# bucket, queues, github-sim, the HTTP server, watch, and LocalStack/PostgreSQL when it
+# started them). Knobs: SMOKE_PORT (invoke port, default 9309),
 # SMOKE_TIMEOUT (seconds per wait, default 300), GHEVENTS_DATA_DIR.
 set -euo pipefail
 
@@ -32,7 +37,7 @@ DB=ghevents_smoke_${SUFFIX//-/_}
 [ -f "$HOUR_FILE" ] || die "GH Archive hour not found: $HOUR_FILE (set GHEVENTS_DATA_DIR)"
 
 tmp=$(mktemp -d)
-started_localstack= started_postgres= sim_pid= watch_pid= queue_url= admin_url=
+started_localstack= started_postgres= sim_pid= watch_pid= queue_url= admin_url= http_pid= hours_url=
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local rc=$?
@@ -47,7 +52,12 @@ cleanup() {
     kill -TERM "$sim_pid" 2>/dev/null
     wait "$sim_pid" 2>/dev/null
   fi
+  if [ -n "$http_pid" ]; then
+    kill -TERM "$http_pid" 2>/dev/null
+    wait "$http_pid" 2>/dev/null
+  fi
   if [ -n "$queue_url" ]; then awsl sqs delete-queue --queue-url "$queue_url" >/dev/null 2>&1; fi
+  if [ -n "$hours_url" ]; then awsl sqs delete-queue --queue-url "$hours_url" >/dev/null 2>&1; fi
   awsl s3 rb "s3://$BUCKET" --force >/dev/null 2>&1
   if [ -n "$admin_url" ]; then psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; fi
   if [ -n "$started_localstack" ]; then scripts/localstack.sh stop; fi
@@ -109,13 +119,15 @@ sql() { psql -qAt "$db_url" -c "$1"; }
 awsl s3api create-bucket --bucket "$BUCKET" >/dev/null
 queue_url=$(awsl sqs create-queue --queue-name "$QUEUE" --attributes VisibilityTimeout=300 --query QueueUrl --output text)
 queue_arn=$(awsl sqs get-queue-attributes --queue-url "$queue_url" --attribute-names QueueArn --query Attributes.QueueArn --output text)
-log "database $DB, bucket $BUCKET, queue $queue_url"
+hours_url=$(awsl sqs create-queue --queue-name "$QUEUE-hours" --attributes VisibilityTimeout=900 --query QueueUrl --output text)
+hours_arn=$(awsl sqs get-queue-attributes --queue-url "$hours_url" --attribute-names QueueArn --query Attributes.QueueArn --output text)
+log "database $DB, bucket $BUCKET, queues $queue_url $hours_url"
 
 # --- binaries -----------------------------------------------------------------------------
 cargo_lambda_path=$(scripts/cargo-lambda.sh install | tail -n 1)
 eval "$cargo_lambda_path"
-log "building github-sim and the two functions (debug)"
-cargo build -q -p github-sim -p ghevents-ingest -p ghevents-enrich
+log "building github-sim, ghevents and the three functions (debug)"
+cargo build -q -p github-sim -p ghevents-cli -p ghevents-ingest -p ghevents-enrich -p ghevents-archive
 
 # --- GitHub stand-in ----------------------------------------------------------------------
 target_dir=${CARGO_TARGET_DIR:-$GHEVENTS_ROOT/target}
@@ -126,6 +138,14 @@ wait_for 60 github-sim grep -q '^http://' "$tmp/sim.url"
 sim_url=$(grep -m1 '^http://' "$tmp/sim.url")
 log "github-sim at $sim_url"
 
+# --- GH Archive stand-in: the hour files under their archive names -----------------------
+python3 -m http.server 0 --bind 127.0.0.1 --directory "$DATA_DIR/gharchive" >"$tmp/gharchive.log" 2>&1 &
+http_pid=$!
+wait_for 60 "GH Archive stand-in" grep -q 'Serving HTTP' "$tmp/gharchive.log"
+gharchive_url=$(sed -n 's|.*(\(http://[^)]*\)).*|\1|p' "$tmp/gharchive.log" | head -n 1)
+gharchive_url=${gharchive_url%/}
+log "GH Archive stand-in at $gharchive_url"
+
 # --- the functions under the runtime API emulator -----------------------------------------
 cat >"$tmp/functions.env" <<EOF
 DATABASE_URL=$db_url
@@ -134,6 +154,8 @@ RAW_PAYLOAD_STORE=s3
 RAW_PAYLOAD_BUCKET=$BUCKET
 RAW_PAYLOAD_PREFIX=raw/
 ENRICH_QUEUE_URL=$queue_url
+GHARCHIVE_URL=$gharchive_url
+ARCHIVE_QUEUE_URL=$hours_url
 AWS_ENDPOINT_URL=$ENDPOINT
 AWS_ACCESS_KEY_ID=test
 AWS_SECRET_ACCESS_KEY=test
@@ -200,4 +222,50 @@ log "the same batch again (a duplicate delivery)"
 invoke enrich "$tmp/sqs-event.json" "$tmp/enrich-again.json"
 check "batch item failures on redelivery" 0 "$(jq '.batchItemFailures | length' "$tmp/enrich-again.json")"
 
-echo "lambda smoke test passed: ingest stored 300 events (3 S3 objects) and queued $pushes push ids; enrich completed its batch of 10"
+# --- archive --------------------------------------------------------------------------------
+hour=2015-01-01T00
+hour_lines=$(gzip -dc "$HOUR_FILE" | grep -c .)
+log "ghevents backfill --from $hour --to $hour --queue (the hour onto the hours queue)"
+DATABASE_URL=$db_url AWS_ENDPOINT_URL=$ENDPOINT "$target_dir/debug/ghevents" backfill --from "$hour" --to "$hour" \
+  --queue "$hours_url" >"$tmp/backfill.out" 2>"$tmp/backfill.log" || die "backfill --queue failed: $(cat "$tmp/backfill.out" "$tmp/backfill.log")"
+log "backfill printed: $(tr '\n' ' ' <"$tmp/backfill.out")"
+awsl sqs receive-message --queue-url "$hours_url" --max-number-of-messages 10 --wait-time-seconds 2 \
+  --output json | jq -c '.Messages // [] | .[]' >"$tmp/hours.jsonl"
+check "hour messages" 1 "$(wc -l <"$tmp/hours.jsonl" | tr -d ' ')"
+check "hour message body" "{\"hour\":\"$hour\"}" "$(jq -r .Body "$tmp/hours.jsonl")"
+jq -s --arg arn "$hours_arn" '{Records: map({
+  messageId: .MessageId, receiptHandle: .ReceiptHandle, body: .Body, md5OfBody: .MD5OfBody,
+  attributes: {}, messageAttributes: {}, eventSource: "aws:sqs", eventSourceARN: $arn,
+  awsRegion: "us-east-1"})}' "$tmp/hours.jsonl" >"$tmp/hours-event.json"
+log "invoking archive with the hour's SQS event"
+invoke archive "$tmp/hours-event.json" "$tmp/archive.json"
+log "archive answered: $(jq -c . "$tmp/archive.json")"
+check "archive batch item failures" 0 "$(jq '.batchItemFailures | length' "$tmp/archive.json")"
+check "archive hour status" done "$(sql "SELECT status FROM archive_hours WHERE hour = '2015-01-01 00:00+00'")"
+check "archive hour lines" "$hour_lines" "$(sql "SELECT lines FROM archive_hours WHERE hour = '2015-01-01 00:00+00'")"
+check "events already polled (counted, not stored again)" 300 "$(sql "SELECT already_present FROM archive_hours WHERE hour = '2015-01-01 00:00+00'")"
+check "events stored (the hour's, each once)" "$hour_lines" "$(sql 'SELECT count(DISTINCT event_id) FROM github_events')"
+check "rows in github_events" "$hour_lines" "$(sql 'SELECT count(*) FROM github_events')"
+check "S3 objects of the hour" 1 "$(awsl s3api list-objects-v2 --bucket "$BUCKET" --prefix raw/archive/ --query 'length(Contents)' --output text)"
+check "archived events pointing to the hour's object" "$((hour_lines - 300))" \
+  "$(sql "SELECT count(*) FROM github_events WHERE raw_object_key = 'raw/archive/2015/01/01/00.json.gz'")"
+grep -q '"ArchiveHoursDone":1' "$tmp/watch.log" || die "no ArchiveHoursDone metric line in the function's output"
+log "ok: EMF line with ArchiveHoursDone in the function's stdout"
+
+log "the same message again (a duplicate delivery)"
+invoke archive "$tmp/hours-event.json" "$tmp/archive-again.json"
+check "batch item failures on redelivery" 0 "$(jq '.batchItemFailures | length' "$tmp/archive-again.json")"
+check "rows after the redelivery" "$hour_lines" "$(sql 'SELECT count(*) FROM github_events')"
+
+log "invoking archive with a scheduled event"
+invoke archive functions/archive/events/scheduled.json "$tmp/archive-tick.json"
+log "archive answered: $(jq -c . "$tmp/archive-tick.json")"
+last_hour=$(date -u -d '1 hour ago' +%Y-%m-%dT%H)
+jq -e --arg h "$last_hour" '.enqueued | index($h) != null' "$tmp/archive-tick.json" >/dev/null \
+  || die "FAILED: the scheduled invocation did not enqueue the last complete hour $last_hour"
+awsl sqs receive-message --queue-url "$hours_url" --max-number-of-messages 10 --wait-time-seconds 2 \
+  --output json | jq -r '.Messages // [] | .[] | .Body' >"$tmp/tick-bodies.txt"
+grep -qx "{\"hour\":\"$last_hour\"}" "$tmp/tick-bodies.txt" || die "FAILED: no message for $last_hour on the hours queue: $(cat "$tmp/tick-bodies.txt")"
+log "ok: the schedule enqueued $last_hour"
+
+echo "lambda smoke test passed: ingest stored 300 events (3 S3 objects) and queued $pushes push ids; enrich completed its batch of 10; archive imported $hour ($hour_lines lines, 1 S3 object) from its queue message and the schedule enqueued $last_hour"

@@ -2,6 +2,7 @@
 //! shared core; all behaviour lives in the `ghevents` library.
 
 mod archive;
+mod fanout;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -102,6 +103,10 @@ enum Command {
         /// Hours imported at the same time.
         #[arg(long, default_value_t = 2)]
         parallel: usize,
+        /// Import nothing here: send one message per hour not done to this SQS queue (the
+        /// archive function's hours queue, stack output HoursQueueUrl).
+        #[arg(long)]
+        queue: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -224,8 +229,16 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Backfill {
             from,
             to,
+            queue: Some(queue),
+            json,
+            ..
+        } => fanout::enqueue(&app, from, to, &queue, json).await,
+        Command::Backfill {
+            from,
+            to,
             parallel,
             json,
+            queue: None,
         } => archive::backfill(&app, from, to, parallel, json).await,
         Command::Coverage { from, to, json } => archive::coverage(&app, from, to, json).await,
         Command::Check {

@@ -5,6 +5,7 @@
 //! only retry layer for AWS calls, nothing here wraps them again. Endpoints follow the SDK's
 //! own settings (`AWS_ENDPOINT_URL`, e.g. LocalStack).
 
+pub mod hours;
 pub mod s3;
 pub mod secrets;
 pub mod sqs;

@@ -1,0 +1,58 @@
+//! The archive Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
+
+use anyhow::Context;
+use ghevents::app::App;
+use ghevents::archive::{ArchiveOptions, Archiver};
+use ghevents::aws::hours::SqsHours;
+use ghevents::aws::{init_tracing, LambdaEnv};
+use ghevents::clock::SystemClock;
+use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
+use lambda_runtime::{service_fn, Error};
+use std::sync::Arc;
+
+/// Connections per container unless `DB_POOL_SIZE` says otherwise.
+const POOL_SIZE: usize = 2;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let env = LambdaEnv::load()
+        .await
+        .context("reading configuration and secrets")?;
+    let queue_url = std::env::var("ARCHIVE_QUEUE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .context("ARCHIVE_QUEUE_URL is not set (the hours queue's URL)")?;
+    // One small pool per container, kept across invocations (see functions/ingest).
+    let app = App::start_with(
+        env.config.clone(),
+        Arc::new(SystemClock),
+        POOL_SIZE,
+        env.db_credentials.clone(),
+    )
+    .await
+    .context("connecting to Postgres")?;
+    // S3 mode: each hour's file is copied to the raw bucket and imported from that copy.
+    let objects = ghevents::aws::hour_objects(&env.config, &env.sdk);
+    let archiver = Archiver::new(
+        app.pool.clone(),
+        app.clock.clone(),
+        objects,
+        ArchiveOptions::from_config(&env.config),
+    )
+    .context("building the archive client")?;
+    let deps = Deps {
+        archive: archiver,
+        queue: Arc::new(SqsHours {
+            client: ghevents::aws::sqs_client(&env.sdk),
+            queue_url,
+        }),
+        clock: app.clock.clone(),
+        metrics: Arc::new(Stdout),
+        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| "archive".into()),
+        due_limit: DUE_LIMIT,
+        start_margin: START_MARGIN,
+    };
+    lambda_runtime::run(service_fn(|event| dispatch(&deps, event))).await
+}
