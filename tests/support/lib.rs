@@ -2,6 +2,7 @@
 //! exchanges, the real data files, and the `ghevents` binary.
 
 pub mod db;
+pub mod emf;
 pub mod fixtures;
 pub mod mutate;
 pub mod replay;
