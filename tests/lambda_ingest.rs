@@ -390,16 +390,19 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
     );
     assert_eq!(h.count("SELECT count(*) FROM push_events").await, 0);
     let lines = h.metrics.0.lock().unwrap().clone();
-    assert_eq!(lines.len(), 1, "one metric line for a failed cycle too");
-    let emf = emf::validate_line(&lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]));
-    assert_eq!(
-        (
-            emf::metric(&emf, "IngestCycleSuccess"),
-            emf::metric(&emf, "IngestCycleFailed")
-        ),
-        (Some(0.0), Some(1.0)),
-        "no success for a failed cycle"
-    );
+    assert_eq!(lines.len(), 2, "one metric line per failed invocation too");
+    for line in &lines {
+        let emf = emf::validate_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            (
+                emf::metric(&emf, "IngestCycleSuccess"),
+                emf::metric(&emf, "IngestCycleFailed")
+            ),
+            (Some(0.0), Some(1.0)),
+            "no success for a failed cycle: {line}"
+        );
+        assert_eq!(emf["error_code"], "raw_store");
+    }
 
     // S3 is back: the next tick stores every page, once, and queues the pushes.
     h.until_next_poll().await;
