@@ -15,8 +15,8 @@ use ghevents::clock::{Clock, ManualClock};
 use ghevents::ingest::{Ingestor, Outcome};
 use ghevents::raw::{read_raw, MemoryQueue, ObjectRaw, ObjectReader, PushQueue, RawStore};
 use ghevents_ingest::{handler, Deps, HandlerError, MetricSink, Outbox, Response};
-use ghevents_tests::{data_dir, emf};
 use ghevents_tests::db::TestDb;
+use ghevents_tests::{data_dir, emf};
 use github_sim::{Sim, SimConfig};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use std::collections::HashMap;
@@ -272,10 +272,19 @@ async fn a_scheduled_invocation_stores_three_pages_and_queues_each_new_push_once
     let m = |name: &str| emf::metric(&emf, name).unwrap_or_else(|| panic!("no {name}: {emf}"));
     assert_eq!(m("IngestCycleSuccess"), 1.0);
     assert_eq!(
-        (m("NewEvents"), m("Duplicates"), m("Pages"), m("NotModified")),
+        (
+            m("NewEvents"),
+            m("Duplicates"),
+            m("Pages"),
+            m("NotModified")
+        ),
         (300.0, 0.0, 3.0, 0.0)
     );
-    assert_eq!(m("GapSuspected"), 0.0, "the first cycle has nothing to miss");
+    assert_eq!(
+        m("GapSuspected"),
+        0.0,
+        "the first cycle has nothing to miss"
+    );
     assert_eq!(m("EnrichBacklog"), pushes.len() as f64);
     assert!(m("RateRemaining") >= 0.0);
     assert!(m("FeedLagSeconds") >= 0.0);

@@ -61,7 +61,10 @@ async fn scrape(addr: &str) -> Option<String> {
         .ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
-    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
     Some(body.to_owned())
 }
 
@@ -269,7 +272,10 @@ async fn a_walk_that_meets_no_stored_event_is_a_suspected_gap_in_status_and_chec
         .count("SELECT extract(epoch FROM now() - max(created_at))::bigint FROM github_events")
         .await;
     let lag = o["feed_lag_secs"].as_i64().unwrap();
-    assert!((lag - lag_db).abs() <= 60, "feed lag {lag} s, database {lag_db} s");
+    assert!(
+        (lag - lag_db).abs() <= 60,
+        "feed lag {lag} s, database {lag_db} s"
+    );
     let age_db = db
         .count("SELECT extract(epoch FROM now() - min(created_at))::bigint FROM push_events")
         .await;

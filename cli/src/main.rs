@@ -203,7 +203,6 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 s3_sample,
                 stale_after,
                 lease_grace,
-                ..Default::default()
             };
             check(&app, &opts, json).await
         }

@@ -265,7 +265,10 @@ impl Enricher {
     }
 
     /// Drains, then waits for the next row to fall due (or the budget to reset), until `stop`.
-    pub async fn run_loop(&self, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), EnrichError> {
+    pub async fn run_loop(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), EnrichError> {
         self.run_loop_with(stop, |_| {}).await
     }
 

@@ -517,10 +517,8 @@ impl Ingestor {
         let completed = completed && error.is_none();
         // Read to its last page without meeting what an earlier cycle stored: what lay beyond
         // that page is lost unless another source (GH Archive) brings it.
-        summary.gap_suspected = completed
-            && !overlapped
-            && summary.new_events > 0
-            && state.cycle_started_at.is_some();
+        summary.gap_suspected =
+            completed && !overlapped && summary.new_events > 0 && state.cycle_started_at.is_some();
         // New events over the time since the last page 1 that was read (a 304 measures
         // nothing: the next page 1 counts from the page its ETag names).
         let rate = match (page1_at, state.cycle_started_at) {
@@ -736,7 +734,10 @@ impl Ingestor {
             warn!(page, reason = %reason, count = n, "events without a usable id were rejected");
             summary.rejected += n;
         }
-        let newest = batch.iter().filter_map(|e| e.parsed.event().created_at).max();
+        let newest = batch
+            .iter()
+            .filter_map(|e| e.parsed.event().created_at)
+            .max();
         summary.newest_created_at = summary.newest_created_at.max(newest);
         let write = store::write_events(&self.pool, &batch, Source::Api, now).await?;
         crate::failpoints::hit("ingest::after_commit");

@@ -238,9 +238,7 @@ impl Emf {
         let full = self.dimensions.len() >= MAX_DIMENSIONS;
         match self.dimensions.iter_mut().find(|(k, _)| k == key) {
             Some(d) => d.1 = value.to_owned(),
-            None if !full => {
-                self.dimensions.push((key.to_owned(), value.to_owned()))
-            }
+            None if !full => self.dimensions.push((key.to_owned(), value.to_owned())),
             None => tracing::warn!(key, "EMF dimension dropped: at most 30"),
         }
         self
@@ -258,9 +256,7 @@ impl Emf {
                 m.1 = unit;
                 m.2 = n;
             }
-            None if !full => {
-                self.metrics.push((name.to_owned(), unit, n))
-            }
+            None if !full => self.metrics.push((name.to_owned(), unit, n)),
             None => tracing::warn!(name, "EMF metric dropped: at most 100 per document"),
         }
         self

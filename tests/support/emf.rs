@@ -78,7 +78,10 @@ pub fn validate(doc: &Value) -> Result<(), String> {
             .and_then(Value::as_str)
             .ok_or(format!("directive {i}: no Namespace string"))?;
         if ns.is_empty() || ns.len() > 1024 {
-            return Err(format!("directive {i}: Namespace of {} characters", ns.len()));
+            return Err(format!(
+                "directive {i}: Namespace of {} characters",
+                ns.len()
+            ));
         }
         let sets = d
             .get("Dimensions")
@@ -182,7 +185,10 @@ mod tests {
         })
         .contains("NewEvents has no top-level value"));
         assert!(broken(&|d| d["FunctionName"] = json!(1)).contains("not a string"));
-        assert!(broken(&|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Pages")).contains("unknown unit"));
+        assert!(broken(
+            &|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Pages")
+        )
+        .contains("unknown unit"));
         assert!(broken(&|d| {
             let many: Vec<Value> = (0..101).map(|i| json!({"Name": format!("M{i}")})).collect();
             for i in 0..101 {

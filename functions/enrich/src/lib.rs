@@ -28,10 +28,10 @@
 //! the rows are still `pending` and the outbox's sweep sends them again.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
 use ghevents::aws::sqs::push_id_of;
 use ghevents::clock::Clock;
 use ghevents::deadline::Deadline;
-use chrono::{DateTime, Utc};
 use ghevents::enrich::{DrainSummary, EnrichError, Enricher, ItemOutcome};
 use ghevents::metrics::{enrich_figures, Emf, MetricSink, Observed, Unit, NAMESPACE};
 use lambda_runtime::{Diagnostic, LambdaEvent};

@@ -227,13 +227,11 @@ pub async fn handler<C: IngestCycle>(
         ));
     }
     match result {
-        Ok(summary) => {
-            Ok(Response {
-                outcome: outcome_str(summary.outcome),
-                outbox_sent: flushed.sent,
-                summary,
-            })
-        }
+        Ok(summary) => Ok(Response {
+            outcome: outcome_str(summary.outcome),
+            outbox_sent: flushed.sent,
+            summary,
+        }),
         Err(source) => {
             let retryable = cycle_error_retryable(&source);
             warn!(error = %source, error_code = source.code(), retryable, "ingest invocation failed");

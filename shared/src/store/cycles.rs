@@ -82,8 +82,7 @@ pub async fn gaps_since(
             format!(
                 "feed {} cycle ended {}",
                 r.get::<_, String>(0),
-                r.get::<_, DateTime<Utc>>(1)
-                    .format("%Y-%m-%dT%H:%M:%SZ")
+                r.get::<_, DateTime<Utc>>(1).format("%Y-%m-%dT%H:%M:%SZ")
             )
         })
         .collect();
