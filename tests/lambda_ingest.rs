@@ -405,7 +405,7 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
         assert_eq!(
             (
                 emf::metric(&emf, "IngestCycleSuccess"),
-                emf::metric(&emf, "IngestCycleFailed")
+                emf["IngestCycleFailed"].as_f64()
             ),
             (Some(0.0), Some(1.0)),
             "no success for a failed cycle: {line}"

@@ -8,7 +8,9 @@
 //! - by `ghevents run` into the `metrics` facade, which the CLI exports for Prometheus.
 //!
 //! A figure's name is the EMF metric name (`NewEvents`); [`Figure::prometheus_name`] derives
-//! the Prometheus one (`ghevents_new_events_total`).
+//! the Prometheus one (`ghevents_new_events_total`). CloudWatch bills every metric name (with
+//! its dimensions) each month, so figures nothing alarms on or graphs are [`Figure::detail`]s:
+//! top-level EMF properties (searchable in Logs Insights, free), and Prometheus series.
 
 use crate::enrich::DrainSummary;
 use crate::ingest::{CycleSummary, Outcome};
@@ -57,6 +59,8 @@ pub struct Figure {
     pub kind: Kind,
     pub unit: Unit,
     pub value: f64,
+    /// Written to EMF as a property, not a metric (see the module's note on cost).
+    pub detail: bool,
 }
 
 impl Figure {
@@ -66,6 +70,7 @@ impl Figure {
             kind: Kind::Counter,
             unit: Unit::Count,
             value: value as f64,
+            detail: false,
         }
     }
 
@@ -75,6 +80,15 @@ impl Figure {
             kind: Kind::Gauge,
             unit,
             value,
+            detail: false,
+        }
+    }
+
+    /// The same figure as a detail: an EMF property rather than a metric.
+    pub fn detail(self) -> Self {
+        Self {
+            detail: true,
+            ..self
         }
     }
 
@@ -115,15 +129,15 @@ pub fn cycle_figures(s: &CycleSummary) -> Vec<Figure> {
             "IngestCycleSuccess",
             u64::from(counts_as_success(s.outcome)),
         ),
-        Figure::counter("IngestCycleFailed", u64::from(s.outcome == Outcome::Failed)),
-        Figure::counter("IngestRequests", s.requests),
+        Figure::counter("IngestCycleFailed", u64::from(s.outcome == Outcome::Failed)).detail(),
+        Figure::counter("IngestRequests", s.requests).detail(),
         Figure::counter("EventsFetched", s.events_fetched),
         Figure::counter("NewEvents", s.new_events),
         Figure::counter("Duplicates", s.duplicates),
-        Figure::counter("NewPushEvents", s.new_push_events),
+        Figure::counter("NewPushEvents", s.new_push_events).detail(),
         Figure::counter("Pages", u64::from(s.pages)),
         Figure::counter("NotModified", s.not_modified),
-        Figure::counter("Rejected", s.rejected),
+        Figure::counter("Rejected", s.rejected).detail(),
         Figure::counter("GapSuspected", u64::from(s.gap_suspected)),
         Figure::gauge(
             "IngestCycleDuration",
@@ -143,7 +157,7 @@ pub fn enrich_figures(s: &DrainSummary) -> Vec<Figure> {
         Figure::counter("EnrichCompleted", s.completed),
         Figure::counter("EnrichGone", s.gone),
         Figure::counter("EnrichFailed", s.failed_final),
-        Figure::counter("EnrichFailedAttempts", s.failed_attempts),
+        Figure::counter("EnrichFailedAttempts", s.failed_attempts).detail(),
         Figure::counter("EnrichDeferred", s.deferred),
         Figure::counter("EnrichRequests", s.requests),
         Figure::counter("EnrichCacheHits", s.cache_hits),
@@ -195,7 +209,7 @@ impl Observed {
     pub fn figures(&self) -> Vec<Figure> {
         let mut v = vec![
             Figure::gauge("EnrichBacklog", Unit::Count, self.enrich_backlog as f64),
-            Figure::gauge("GapsLast24h", Unit::Count, self.gaps_24h as f64),
+            Figure::gauge("GapsLast24h", Unit::Count, self.gaps_24h as f64).detail(),
         ];
         if let Some(s) = self.feed_lag_secs {
             v.push(Figure::gauge("FeedLagSeconds", Unit::Seconds, s as f64));
@@ -262,9 +276,16 @@ impl Emf {
         self
     }
 
+    /// Figures as metrics, details as properties.
     pub fn figures(&mut self, figures: &[Figure]) -> &mut Self {
         for f in figures {
-            self.metric(f.name, f.unit, f.value);
+            if f.detail {
+                if let Some(n) = number(f.value) {
+                    self.property(f.name, n);
+                }
+            } else {
+                self.metric(f.name, f.unit, f.value);
+            }
         }
         self
     }

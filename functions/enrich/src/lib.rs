@@ -21,7 +21,8 @@
 //! `ghevents`, dimension `FunctionName`): what became of the batch (`EnrichCompleted`,
 //! `EnrichGone`, `EnrichFailed`, `EnrichFailedAttempts`, `EnrichDeferred`), what it cost
 //! (`EnrichRequests`, `EnrichCacheHits`), and the backlog left (`EnrichBacklog`,
-//! `EnrichBacklogAgeSeconds`); see [`emf_line`].
+//! `EnrichBacklogAgeSeconds`), with details as properties (`EnrichFailedAttempts`,
+//! `EnrichPoisonMessages`, `EnrichBatchFailed`); see [`emf_line`].
 //!
 //! An error of the whole service (the database is down) fails the invocation: Lambda then
 //! returns every message of the batch to the queue. Should they reach the dead-letter queue,
@@ -254,8 +255,9 @@ pub async fn handler<E: EnrichPushes>(
 }
 
 /// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
-/// `FunctionName`, the batch's figures, `EnrichPoisonMessages`, `EnrichBatchFailed` (1 when
-/// the whole batch failed and comes back), and the stored backlog when `observed` is given.
+/// `FunctionName`, the batch's figures, the stored backlog when `observed` is given, and as
+/// properties `EnrichPoisonMessages` and `EnrichBatchFailed` (1 when the whole batch failed
+/// and comes back).
 pub fn emf_line(
     function_name: &str,
     at: DateTime<Utc>,
@@ -266,12 +268,8 @@ pub fn emf_line(
 ) -> String {
     let mut emf = Emf::new(NAMESPACE).dimension("FunctionName", function_name);
     emf.figures(&enrich_figures(batch))
-        .metric("EnrichPoisonMessages", Unit::Count, poison as f64)
-        .metric(
-            "EnrichBatchFailed",
-            Unit::Count,
-            f64::from(u8::from(batch_failed)),
-        );
+        .property("EnrichPoisonMessages", poison)
+        .property("EnrichBatchFailed", u8::from(batch_failed));
     if let Some(o) = observed {
         emf.metric("EnrichBacklog", Unit::Count, o.enrich_backlog as f64);
         if let Some(age) = o.enrich_backlog_age_secs {

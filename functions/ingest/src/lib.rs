@@ -15,9 +15,10 @@
 //!   is the only place the functions migrate.
 //! - Every invocation of the schedule prints one CloudWatch Embedded Metric Format line on
 //!   stdout (namespace `ghevents`, dimension `FunctionName`): the cycle's figures
-//!   (`IngestCycleSuccess`, `NewEvents`, `Duplicates`, `Pages`, `NotModified`, `GapSuspected`,
-//!   `RateRemaining`, `IngestCycleDuration`, …), `OutboxSent`, and what the database says now
-//!   (`FeedLagSeconds`, `EnrichBacklog`, `EnrichBacklogAgeSeconds`, `GapsLast24h`); see
+//!   (`IngestCycleSuccess`, `EventsFetched`, `NewEvents`, `Duplicates`, `Pages`,
+//!   `NotModified`, `GapSuspected`, `RateRemaining`, `IngestCycleDuration`) and what the
+//!   database says now (`FeedLagSeconds`, `EnrichBacklog`, `EnrichBacklogAgeSeconds`), with
+//!   details as properties (`outcome`, `OutboxSent`, `IngestRequests`, `GapsLast24h`, …); see
 //!   [`emf_line`] and `ghevents::metrics`.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
@@ -248,8 +249,8 @@ pub use ghevents::metrics::counts_as_success;
 
 /// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
 /// `FunctionName`, the cycle's figures (`IngestCycleSuccess` is 1, or 0 for a cycle that did
-/// not poll; a failed cycle has `IngestCycleFailed` 1), `OutboxSent`, the stored state's
-/// figures when `observed` is given, and `outcome` / `error_code` as properties.
+/// not poll; a failed cycle has the property `IngestCycleFailed` 1), the stored state's
+/// figures when `observed` is given, and `outcome`, `OutboxSent`, `error_code` as properties.
 pub fn emf_line(
     function_name: &str,
     at: DateTime<Utc>,
@@ -259,7 +260,7 @@ pub fn emf_line(
 ) -> String {
     let mut emf = Emf::new(NAMESPACE).dimension("FunctionName", function_name);
     emf.figures(&cycle_figures(s))
-        .metric("OutboxSent", Unit::Count, outbox_sent as f64)
+        .property("OutboxSent", outbox_sent)
         .property("outcome", outcome_str(s.outcome));
     if let Some(o) = observed {
         emf.figures(&o.figures());
