@@ -11,11 +11,12 @@
 #
 # Asserts: 300 events stored with their raw bytes in 3 S3 objects (one per page), one SQS
 # message per new push event and every row marked enqueued; the enrich invocation reports
-# no failure and completes the push events of its batch; the archive hour is `done`, every
-# event of the hour is stored once (the 300 polled ones counted as already present), and its
-# file is one S3 object. Stops and deletes everything it started or created (database,
-# bucket, queues, github-sim, the HTTP server, watch, and LocalStack/PostgreSQL when it
-# started them). Knobs: SMOKE_PORT (invoke port, default 9309),
+# no failure and completes the push events of its batch; each invocation printed one valid
+# CloudWatch Embedded Metric Format line (checked by emf_check below) with the figures of
+# what it did; the archive hour is `done`, every event of the hour is stored once (the 300
+# polled ones counted as already present), and its file is one S3 object. Stops and deletes
+# everything it started or created (database, bucket, queues, github-sim, the HTTP server,
+# watch, and LocalStack/PostgreSQL when it started them). Knobs: SMOKE_PORT (invoke port, default 9309),
 # SMOKE_TIMEOUT (seconds per wait, default 300), GHEVENTS_DATA_DIR.
 set -euo pipefail
 
@@ -90,6 +91,75 @@ wait_for() {
 
 check() { # check DESCRIPTION EXPECTED ACTUAL
   if [ "$2" = "$3" ]; then log "ok: $1 = $3"; else die "FAILED: $1: expected $2, got $3"; fi
+}
+
+# emf_check METRIC N EXPECTED_JSON: the function output in watch.log holds exactly N EMF
+# documents declaring METRIC, each valid after the EMF specification (an _aws object with an
+# integer millisecond Timestamp, CloudWatchMetrics directives with a Namespace, at most 30
+# dimension keys per set, each a top-level string, at most 100 metrics, each a top-level
+# number, units CloudWatch knows), namespace ghevents; the last one has the values in
+# EXPECTED_JSON ({"Metric": value, ...}). Prints that last document.
+emf_check() {
+  python3 - "$tmp/watch.log" "$1" "$2" "$3" <<'PY'
+import json, sys
+path, metric, n, expected = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
+         "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
+         "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
+         "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second",
+         "Gigabits/Second", "Terabits/Second", "Count/Second", "None"}
+def num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def validate(d):
+    aws = d.get("_aws")
+    assert isinstance(aws, dict), "no _aws object"
+    ts = aws.get("Timestamp")
+    assert isinstance(ts, int) and not isinstance(ts, bool), f"Timestamp not an integer: {ts!r}"
+    assert ts > 10**12, f"Timestamp not in milliseconds: {ts}"
+    dirs = aws.get("CloudWatchMetrics")
+    assert isinstance(dirs, list) and dirs, "no CloudWatchMetrics directives"
+    for x in dirs:
+        assert isinstance(x.get("Namespace"), str) and 0 < len(x["Namespace"]) <= 1024, "Namespace"
+        for dims in x["Dimensions"]:
+            assert len(dims) <= 30, "more than 30 dimensions"
+            for k in dims:
+                assert isinstance(d.get(k), str), f"dimension {k} is not a top-level string"
+        assert len(x["Metrics"]) <= 100, "more than 100 metrics"
+        for m in x["Metrics"]:
+            name = m["Name"]
+            assert "Unit" not in m or m["Unit"] in UNITS, f"unit of {name}: {m.get('Unit')}"
+            assert num(d.get(name)), f"metric {name} is not a top-level number: {d.get(name)!r}"
+docs = []
+for line in open(path, encoding="utf-8", errors="replace"):
+    start = line.find('{"')
+    while start >= 0:
+        try:
+            d = json.loads(line[start:])
+        except ValueError:
+            start = line.find('{"', start + 1)
+            continue
+        if isinstance(d, dict) and "_aws" in d:
+            docs.append(d)
+        break
+mine = [d for d in docs
+        if any(m["Name"] == metric for x in d.get("_aws", {}).get("CloudWatchMetrics", [])
+               for m in x.get("Metrics", []))]
+if len(mine) != n:
+    sys.exit(f"expected {n} EMF line(s) declaring {metric}, found {len(mine)}")
+for d in mine:
+    try:
+        validate(d)
+    except (AssertionError, KeyError, TypeError) as e:
+        sys.exit(f"invalid EMF line ({e}): {json.dumps(d)}")
+last = mine[-1]
+ns = {x["Namespace"] for x in last["_aws"]["CloudWatchMetrics"]}
+if ns != {"ghevents"}:
+    sys.exit(f"namespace {ns}, expected ghevents")
+for k, v in expected.items():
+    if last.get(k) != v:
+        sys.exit(f"{k} = {last.get(k)!r}, expected {v!r}: {json.dumps(last)}")
+print(json.dumps(last, sort_keys=True))
+PY
 }
 
 # --- services -----------------------------------------------------------------------------
@@ -188,8 +258,10 @@ check "S3 objects (one per page)" 3 "$(awsl s3api list-objects-v2 --bucket "$BUC
 pushes=$(sql 'SELECT count(*) FROM push_events')
 [ "$pushes" -gt 0 ] || die "no push events stored"
 check "push events not enqueued" 0 "$(sql 'SELECT count(*) FROM push_events WHERE enqueued_at IS NULL')"
-grep -q '"IngestCycleSuccess":1' "$tmp/watch.log" || die "no IngestCycleSuccess metric line in the function's output"
-log "ok: EMF line with IngestCycleSuccess in the function's stdout"
+line=$(emf_check IngestCycleSuccess 1 \
+  '{"IngestCycleSuccess": 1, "NewEvents": 300, "Pages": 3, "Duplicates": 0, "GapSuspected": 0}') \
+  || die "ingest's EMF line: $line"
+log "ok: ingest printed one valid EMF line: $line"
 
 # --- the queue ----------------------------------------------------------------------------
 : >"$tmp/messages.jsonl"
@@ -217,10 +289,17 @@ log "enrich answered: $(jq -c . "$tmp/enrich.json")"
 check "batch item failures" 0 "$(jq '.batchItemFailures | length' "$tmp/enrich.json")"
 check "push events of the batch completed" 10 "$(sql "SELECT count(*) FROM push_events WHERE push_id IN ($batch_ids) AND enrichment_status = 'completed'")"
 check "push events enriched outside the batch" 0 "$(sql "SELECT count(*) FROM push_events WHERE push_id NOT IN ($batch_ids) AND enrichment_status <> 'pending'")"
+line=$(emf_check EnrichCompleted 1 \
+  "{\"EnrichCompleted\": 10, \"EnrichFailed\": 0, \"EnrichDeferred\": 0, \"EnrichBacklog\": $((pushes - 10))}") \
+  || die "enrich's EMF line: $line"
+log "ok: enrich printed one valid EMF line: $line"
 
 log "the same batch again (a duplicate delivery)"
 invoke enrich "$tmp/sqs-event.json" "$tmp/enrich-again.json"
 check "batch item failures on redelivery" 0 "$(jq '.batchItemFailures | length' "$tmp/enrich-again.json")"
+line=$(emf_check EnrichCompleted 2 '{"EnrichCompleted": 0, "EnrichRequests": 0}') \
+  || die "enrich's EMF line on redelivery: $line"
+log "ok: the redelivery's EMF line says it did nothing: $line"
 
 # --- archive --------------------------------------------------------------------------------
 hour=2015-01-01T00

@@ -169,6 +169,8 @@ async fn an_enrich_batch_out_of_time_leaves_its_rows_pending_and_nothing_leased(
     let deps = ghevents_enrich::Deps {
         enricher,
         clock: Arc::new(clock.clone()),
+        metrics: Arc::new(ghevents::metrics::Stdout),
+        function_name: "enrich".into(),
     };
     let records: Vec<serde_json::Value> = ids
         .iter()

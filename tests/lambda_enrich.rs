@@ -17,8 +17,8 @@ use ghevents::enrich::Enricher;
 use ghevents::outbox::{self, FlushReport};
 use ghevents::queue::PushQueue;
 use ghevents_enrich::{handler, Deps};
-use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
+use ghevents_tests::{data_dir, emf};
 use github_sim::{Sim, SimConfig};
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::BTreeSet;
@@ -34,6 +34,32 @@ struct Harness {
     clock: ManualClock,
     queue_url: String,
     queue_arn: String,
+    /// The metric lines the enrich handler printed.
+    lines: Arc<Captured>,
+}
+
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<String>>);
+
+impl ghevents::metrics::MetricSink for Captured {
+    fn emit(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_owned());
+    }
+}
+
+impl Captured {
+    /// The lines printed since the last call, each checked as EMF.
+    fn take(&self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .iter()
+            .map(|l| emf::validate_line(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// Metric `name` of an EMF document.
+fn figure(doc: &serde_json::Value, name: &str) -> f64 {
+    emf::metric(doc, name).unwrap_or_else(|| panic!("no {name} in {doc}"))
 }
 
 fn t0() -> DateTime<Utc> {
@@ -72,6 +98,7 @@ async fn harness(limit: u32, window: Duration) -> Harness {
         clock: ManualClock::at(t0()),
         queue_url,
         queue_arn,
+        lines: Arc::default(),
     }
 }
 
@@ -136,6 +163,8 @@ impl Harness {
         Deps {
             enricher: app.enricher(),
             clock,
+            metrics: self.lines.clone(),
+            function_name: "ghevents-test-enrich".into(),
         }
     }
 
@@ -300,6 +329,29 @@ async fn records_received_from_the_queue_complete_their_push_events_once() {
         );
     }
 
+    // One valid metric line per invocation; together they count every push once, the
+    // requests GitHub saw, and an empty backlog at the end.
+    let lines = h.lines.take();
+    assert_eq!(lines.len(), messages.chunks(10).count());
+    let sum = |name: &str| lines.iter().map(|d| figure(d, name)).sum::<f64>();
+    assert_eq!(
+        sum("EnrichCompleted") + sum("EnrichGone"),
+        pushes.len() as f64
+    );
+    assert_eq!(sum("EnrichDeferred") + sum("EnrichFailed"), 0.0);
+    assert_eq!(sum("EnrichRequests"), h.entity_requests() as f64);
+    assert!(
+        sum("EnrichCacheHits") > 0.0,
+        "actors and repositories recur within the hour"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["FunctionName"], "ghevents-test-enrich");
+    assert_eq!(figure(last, "EnrichBacklog"), 0.0);
+    assert!(
+        emf::metric(last, "EnrichBacklogAgeSeconds").is_none(),
+        "no age without a backlog"
+    );
+
     assert_eq!(
         h.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'completed'")
             .await,
@@ -312,6 +364,15 @@ async fn records_received_from_the_queue_complete_their_push_events_once() {
     let before = h.entity_requests();
     let again = h.enrich(&deps, &messages[..10]).await;
     assert!(again.batch_item_failures.is_empty());
+    let lines = h.lines.take();
+    assert_eq!(
+        (
+            figure(&lines[0], "EnrichRequests"),
+            figure(&lines[0], "EnrichCompleted")
+        ),
+        (0.0, 0.0),
+        "a duplicate delivery does nothing and says so"
+    );
     assert_eq!(
         h.entity_requests(),
         before,
@@ -399,6 +460,17 @@ async fn a_spent_budget_mid_batch_acks_the_rest_and_the_outbox_sends_it_back_for
         .map(|r| r.get(0))
         .collect();
     assert!(!requeued.is_empty(), "the rest is back in the outbox");
+    let lines = h.lines.take();
+    assert_eq!(
+        (
+            figure(&lines[0], "EnrichCompleted") + figure(&lines[0], "EnrichGone"),
+            figure(&lines[0], "EnrichDeferred")
+        ),
+        (completed as f64, requeued.len() as f64),
+        "the metric line counts the deferred pushes: {}",
+        lines[0]
+    );
+    assert!(figure(&lines[0], "EnrichBacklog") >= requeued.len() as f64);
     assert_eq!(
         completed as usize + requeued.len(),
         batch.len(),

@@ -16,8 +16,8 @@ use ghevents::ingest::{Ingestor, Outcome};
 use ghevents::queue::{MemoryQueue, PushQueue};
 use ghevents::raw::{read_raw, ObjectRaw, ObjectReader, RawStore};
 use ghevents_ingest::{handler, Deps, HandlerError, MetricSink, Outbox, Response};
-use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
+use ghevents_tests::{data_dir, emf};
 use github_sim::{Sim, SimConfig};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use std::collections::HashMap;
@@ -264,13 +264,33 @@ async fn a_scheduled_invocation_stores_three_pages_and_queues_each_new_push_once
         0
     );
 
-    // The metric line the stale-ingest alarm reads.
+    // One metric line, valid EMF, with the figures the dashboard and the alarms read.
     let lines = h.metrics.0.lock().unwrap().clone();
     assert_eq!(lines.len(), 1);
-    let emf: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let emf = emf::validate_line(&lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]));
     assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ghevents");
     assert_eq!(emf["FunctionName"], "ghevents-test-ingest");
-    assert_eq!(emf["IngestCycleSuccess"], 1);
+    let m = |name: &str| emf::metric(&emf, name).unwrap_or_else(|| panic!("no {name}: {emf}"));
+    assert_eq!(m("IngestCycleSuccess"), 1.0);
+    assert_eq!(
+        (
+            m("NewEvents"),
+            m("Duplicates"),
+            m("Pages"),
+            m("NotModified")
+        ),
+        (300.0, 0.0, 3.0, 0.0)
+    );
+    assert_eq!(
+        m("GapSuspected"),
+        0.0,
+        "the first cycle has nothing to miss"
+    );
+    assert_eq!(m("EnrichBacklog"), pushes.len() as f64);
+    assert!(m("RateRemaining") >= 0.0);
+    assert!(m("FeedLagSeconds") >= 0.0);
+    assert!(m("EnrichBacklogAgeSeconds") >= 0.0);
+    assert!(m("IngestCycleDuration") >= 0.0);
 
     // The next tick before X-Poll-Interval: a successful invocation that sends nothing.
     let r = invoke(&deps).await.unwrap();
@@ -379,10 +399,20 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
         "no page without its raw object"
     );
     assert_eq!(h.count("SELECT count(*) FROM push_events").await, 0);
-    assert!(
-        h.metrics.0.lock().unwrap().is_empty(),
-        "no success metric for a failed cycle"
-    );
+    let lines = h.metrics.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 2, "one metric line per failed invocation too");
+    for line in &lines {
+        let emf = emf::validate_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            (
+                emf::metric(&emf, "IngestCycleSuccess"),
+                emf["IngestCycleFailed"].as_f64()
+            ),
+            (Some(0.0), Some(1.0)),
+            "no success for a failed cycle: {line}"
+        );
+        assert_eq!(emf["error_code"], "raw_store");
+    }
 
     // S3 is back: the next tick stores every page, once, and queues the pushes.
     h.until_next_poll().await;

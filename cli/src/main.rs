@@ -21,6 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod metrics;
+
 #[derive(Parser)]
 #[command(
     name = "ghevents",
@@ -49,6 +51,9 @@ enum Command {
         /// Poll only; leave enrichment to another worker.
         #[arg(long)]
         no_enrich: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off unless set.
+        #[arg(long, env = "METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Enrich pending push events with their actor and repository.
     Enrich {
@@ -202,8 +207,11 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Ingest { once: false } => run_loop(&app, false).await,
-        Command::Run { no_enrich } => run_loop(&app, !no_enrich).await,
+        Command::Ingest { once: false } => run_loop(&app, false, None).await,
+        Command::Run {
+            no_enrich,
+            metrics_addr,
+        } => run_loop(&app, !no_enrich, metrics_addr).await,
         Command::Enrich { once: true } => {
             let s = app.enricher().drain().await?;
             println!(
@@ -251,7 +259,6 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 s3_sample,
                 stale_after,
                 lease_grace,
-                ..Default::default()
             };
             check(&app, &opts, json).await
         }
@@ -357,21 +364,56 @@ async fn raw_store(config: &Config) -> Option<Arc<dyn RawStore>> {
     }
 }
 
-async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
+async fn run_loop(
+    app: &App,
+    enrich: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
     let stop = stop_on_signal()?;
+    let observer = match metrics_addr {
+        Some(addr) => {
+            metrics::install(addr)?;
+            Some(metrics::spawn_observer(
+                app.pool.clone(),
+                app.clock.clone(),
+                stop.clone(),
+            ))
+        }
+        None => None,
+    };
+    let export = metrics_addr.is_some();
     // Enrichment runs beside ingest, never in its way: its failures are logged, not fatal.
     let enricher = enrich.then(|| {
         let enricher = app.enricher();
         let stop = stop.clone();
-        tokio::spawn(async move { enricher.run_loop(stop).await })
+        tokio::spawn(async move {
+            enricher
+                .run_loop_with(stop, |d| {
+                    if export {
+                        metrics::record(&ghevents::metrics::enrich_figures(d));
+                    }
+                })
+                .await
+        })
     });
     let ingestor = app.ingestor(raw_store(&app.config).await, None, stop);
     ingestor
-        .run_loop(|r: &Result<CycleSummary, IngestError>| match r {
-            Ok(s) => println!("{}", cycle_line(s)),
-            Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
+        .run_loop(|r: &Result<CycleSummary, IngestError>| {
+            match r {
+                Ok(s) => println!("{}", cycle_line(s)),
+                Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
+            }
+            if export {
+                let failed = ghevents::ingest::CycleSummary::new(ghevents::ingest::Outcome::Failed);
+                metrics::record(&ghevents::metrics::cycle_figures(
+                    r.as_ref().unwrap_or(&failed),
+                ));
+            }
         })
         .await?;
+    if let Some(task) = observer {
+        task.await.context("metrics observer")?;
+    }
     if let Some(task) = enricher {
         task.await?.context("enrichment loop")?;
     }
@@ -454,6 +496,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
     let reserve = app.budget.reserve_per_60();
     let polls = store::status::poll_states(&app.pool).await?;
     let counts = store::status::counts(&app.pool).await?;
+    let observed = store::cycles::observe(&app.pool, now).await?;
     if json {
         let v = serde_json::json!({
             "now": now,
@@ -467,6 +510,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             "polls": polls,
             "counts": counts,
             "archive": archive::status_section(app).await?.0,
+            "observed": observed,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -520,6 +564,19 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         counts.push_events_by_enrichment_status,
         counts.push_events_not_enqueued,
         t(counts.oldest_pending_push_at)
+    );
+    let secs = |s: Option<i64>| s.map_or("-".to_owned(), |s| format!("{s}s"));
+    println!(
+        "freshness: newest event {}, feed lag {}; gaps suspected in the last 24 h: {}",
+        t(observed.newest_event_at),
+        secs(observed.feed_lag_secs),
+        observed.gaps_24h
+    );
+    println!(
+        "enrichment backlog: {} push events, oldest pending {} (age {})",
+        observed.enrich_backlog,
+        t(observed.oldest_pending_push_at),
+        secs(observed.enrich_backlog_age_secs)
     );
     for line in archive::status_section(app).await?.1 {
         println!("{line}");

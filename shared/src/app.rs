@@ -129,6 +129,7 @@ impl App {
                 max_attempts: self.config.enrich_max_attempts,
                 ..EnrichOptions::default()
             },
+            cache_hits: Arc::default(),
         }
     }
 }

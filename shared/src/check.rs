@@ -20,9 +20,6 @@ pub struct CheckOptions {
     pub stale_after: Duration,
     /// An `in_progress` lease expired longer ago than this is abandoned.
     pub lease_grace: Duration,
-    /// Pages a poll cycle reads at most (a cycle that read them all, all new, may have missed
-    /// older events).
-    pub max_pages: u32,
 }
 
 impl Default for CheckOptions {
@@ -31,7 +28,6 @@ impl Default for CheckOptions {
             s3_sample: 100,
             stale_after: Duration::hours(1),
             lease_grace: Duration::minutes(1),
-            max_pages: 3,
         }
     }
 }
@@ -271,59 +267,31 @@ pub async fn run_checks(
     ));
     checks.push(k);
 
-    checks.push(gap_check(&c, opts).await?);
+    drop(c);
+    checks.push(gap_check(pool, now).await?);
     Ok(CheckReport {
         checked_at: now,
         checks,
     })
 }
 
-/// Poll cycles that read every page they may and found nothing already stored: older events
-/// may have scrolled out of the feed unseen. Only each feed's last cycle is recorded
-/// (`poll_state.last_summary`), so earlier ones cannot be judged: the note says so.
-async fn gap_check(
-    c: &deadpool_postgres::Object,
-    opts: &CheckOptions,
-) -> Result<Check, StoreError> {
+/// Poll cycles of the last 24 hours that read their last page without meeting an event
+/// stored before them: older events may have left the feed unseen. The same count as
+/// `ghevents status` and the `GapsLast24h` metric (`poll_cycles`, kept 30 days).
+async fn gap_check(pool: &Pool, now: DateTime<Utc>) -> Result<Check, StoreError> {
     let mut k = Check::new(
         "suspected_gaps",
-        "poll cycles that read their last page without meeting a stored event",
+        "poll cycles of the last 24 h that read their last page without meeting a stored event",
     );
-    let rows = c
-        .query(
-            "SELECT feed, last_summary, cycle_started_at FROM poll_state ORDER BY feed",
-            &[],
-        )
-        .await
-        .ctx("check suspected_gaps")?;
-    for r in &rows {
-        let feed: String = r.get(0);
-        let summary: Option<serde_json::Value> = r.get(1);
-        let started: Option<DateTime<Utc>> = r.get(2);
-        if let Some(s) = summary {
-            if last_page_without_overlap(&s, opts.max_pages) {
-                k.count += 1;
-                let hour = started.map_or("unknown hour".into(), |t| {
-                    t.format("%Y-%m-%dT%H:00Z").to_string()
-                });
-                k.examples.push(format!("feed {feed} cycle of {hour}"));
-            }
-        }
-    }
+    let window = crate::store::cycles::GAP_WINDOW;
+    let (count, examples) = crate::store::cycles::gaps_since(pool, now - window, EXAMPLES).await?;
+    k.count = count;
+    k.examples = examples;
     k.note = Some(format!(
-        "gap history is not recorded: only the last cycle of each feed is kept, {} feed(s) judged on it",
-        rows.len()
+        "cycles ended since {}",
+        (now - window).format("%Y-%m-%dT%H:%M:%SZ")
     ));
     Ok(k)
-}
-
-/// A completed cycle that fetched `max_pages` pages and stored every event as new.
-pub fn last_page_without_overlap(summary: &serde_json::Value, max_pages: u32) -> bool {
-    let n = |k: &str| summary.get(k).and_then(serde_json::Value::as_u64);
-    summary.get("outcome").and_then(serde_json::Value::as_str) == Some("completed")
-        && n("pages") >= Some(u64::from(max_pages))
-        && n("duplicates") == Some(0)
-        && n("new_events").unwrap_or(0) > 0
 }
 
 fn ids(v: Option<Vec<i64>>, prefix: &str) -> Vec<String> {
@@ -336,7 +304,6 @@ fn ids(v: Option<Vec<i64>>, prefix: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn durations_read_units_and_plain_seconds() {
@@ -349,18 +316,6 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("-1h").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
-    }
-
-    #[test]
-    fn a_gap_is_a_full_walk_that_met_nothing_stored() {
-        let s = |pages: u64, dup: u64| json!({"outcome": "completed", "pages": pages, "duplicates": dup, "new_events": 300 - dup});
-        assert!(last_page_without_overlap(&s(3, 0), 3));
-        assert!(!last_page_without_overlap(&s(3, 5), 3));
-        assert!(!last_page_without_overlap(&s(2, 0), 3));
-        assert!(!last_page_without_overlap(
-            &json!({"outcome": "not_modified", "pages": 3, "duplicates": 0, "new_events": 1}),
-            3
-        ));
     }
 
     #[test]

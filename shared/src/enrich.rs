@@ -33,7 +33,7 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -135,6 +135,32 @@ pub struct DrainSummary {
     pub deferred: u64,
     /// Set when the drain stopped because the budget is spent.
     pub deferred_until: Option<DateTime<Utc>>,
+    /// Logins and repository names the cache answered without a request.
+    pub cache_hits: u64,
+}
+
+impl DrainSummary {
+    /// Counts one push event's outcome.
+    pub fn add(&mut self, outcome: &ItemOutcome) {
+        match outcome {
+            ItemOutcome::Completed => self.completed += 1,
+            ItemOutcome::Gone => self.gone += 1,
+            ItemOutcome::Failed {
+                retryable: true, ..
+            } => self.failed_attempts += 1,
+            ItemOutcome::Failed {
+                retryable: false, ..
+            } => self.failed_final += 1,
+            ItemOutcome::Deferred { until } => {
+                self.deferred += 1;
+                self.deferred_until = Some(*until);
+            }
+            ItemOutcome::AlreadyDone
+            | ItemOutcome::UnknownPushId
+            | ItemOutcome::NotDue { .. }
+            | ItemOutcome::Busy => {}
+        }
+    }
 }
 
 pub struct Enricher {
@@ -142,6 +168,8 @@ pub struct Enricher {
     pub github: Arc<GithubClient>,
     pub clock: Arc<dyn Clock>,
     pub options: EnrichOptions,
+    /// Names the cache answered without a request, since this enricher was made.
+    pub cache_hits: Arc<AtomicU64>,
 }
 
 impl Enricher {
@@ -198,6 +226,7 @@ impl Enricher {
     ) -> Result<DrainSummary, EnrichError> {
         let mut s = DrainSummary::default();
         let before = self.github.requests_sent();
+        let hits_before = self.cache_hits();
         loop {
             if stop.is_some_and(|s| *s.borrow()) {
                 break;
@@ -212,30 +241,14 @@ impl Enricher {
             crate::failpoints::hit("enrich::inside_lease");
             s.batches += 1;
             for (_, outcome) in self.process(items, Deadline::NONE).await? {
-                match outcome {
-                    ItemOutcome::Completed => s.completed += 1,
-                    ItemOutcome::Gone => s.gone += 1,
-                    ItemOutcome::Failed {
-                        retryable: true, ..
-                    } => s.failed_attempts += 1,
-                    ItemOutcome::Failed {
-                        retryable: false, ..
-                    } => s.failed_final += 1,
-                    ItemOutcome::Deferred { until } => {
-                        s.deferred += 1;
-                        s.deferred_until = Some(until);
-                    }
-                    ItemOutcome::AlreadyDone
-                    | ItemOutcome::UnknownPushId
-                    | ItemOutcome::NotDue { .. }
-                    | ItemOutcome::Busy => {}
-                }
+                s.add(&outcome);
             }
             if s.deferred_until.is_some() {
                 break;
             }
         }
         s.requests = self.github.requests_sent() - before;
+        s.cache_hits = self.cache_hits() - hits_before;
         info!(
             batches = s.batches,
             requests = s.requests,
@@ -245,6 +258,7 @@ impl Enricher {
             failed_final = s.failed_final,
             deferred = s.deferred,
             deferred_until = ?s.deferred_until,
+            cache_hits = s.cache_hits,
             "enrichment drain"
         );
         Ok(s)
@@ -253,7 +267,16 @@ impl Enricher {
     /// Drains, then waits for the next row to fall due (or the budget to reset), until `stop`.
     pub async fn run_loop(
         &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), EnrichError> {
+        self.run_loop_with(stop, |_| {}).await
+    }
+
+    /// [`Enricher::run_loop`] that shows `on_drain` every drain's summary.
+    pub async fn run_loop_with(
+        &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        mut on_drain: impl FnMut(&DrainSummary),
     ) -> Result<(), EnrichError> {
         loop {
             if *stop.borrow() {
@@ -266,6 +289,7 @@ impl Enricher {
                     DrainSummary::default()
                 }
             };
+            on_drain(&summary);
             let now = self.clock.now();
             let next = match work::next_due(&self.pool).await {
                 Ok(n) => n,
@@ -288,6 +312,11 @@ impl Enricher {
                 return Ok(());
             }
         }
+    }
+
+    /// Names the cache answered without a request so far (see [`DrainSummary::cache_hits`]).
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
     }
 
     fn lease(&self) -> chrono::Duration {
@@ -445,6 +474,7 @@ impl Enricher {
         let started = tokio::time::Instant::now();
         loop {
             if let Some(all) = all_settled(self.cached(kind, name, ids).await?) {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(all);
             }
             let now = self.clock.now();

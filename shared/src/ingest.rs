@@ -119,6 +119,14 @@ pub struct CycleSummary {
     pub planned_pages: u32,
     /// The feed's rate after this cycle (see `crate::plan`).
     pub feed_rate: Option<FeedRate>,
+    /// The walk completed, read its last page and met no event stored before this cycle,
+    /// after an earlier cycle had read the feed: events older than its last page may have
+    /// left the feed unseen (recorded in `poll_cycles`).
+    pub gap_suspected: bool,
+    /// The newest `created_at` among the events this cycle fetched.
+    pub newest_created_at: Option<DateTime<Utc>>,
+    /// Wall time the cycle took, lock and plan included.
+    pub duration_ms: u64,
     /// Push ids stored by this cycle, handed to the queue when there is one.
     #[serde(skip)]
     pub new_push_ids: Vec<i64>,
@@ -148,6 +156,9 @@ impl CycleSummary {
             binds: None,
             planned_pages: 0,
             feed_rate: None,
+            gap_suspected: false,
+            newest_created_at: None,
+            duration_ms: 0,
             new_push_ids: Vec::new(),
         }
     }
@@ -212,6 +223,7 @@ impl Ingestor {
 
     /// [`Ingestor::run_cycle`] that ends before `deadline` (see [`IngestOptions::deadline_margin`]).
     pub async fn run_cycle_before(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
+        let started = std::time::Instant::now();
         let feed = EVENTS_FEED;
         let Some(lock) = AdvisoryLock::try_feed(&self.pool, feed).await? else {
             info!(feed, "another process is polling this feed; nothing to do");
@@ -219,7 +231,10 @@ impl Ingestor {
         };
         let result = self.cycle_locked(feed, deadline).await;
         lock.release().await?;
-        result
+        result.map(|mut s| {
+            s.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            s
+        })
     }
 
     /// One cycle: plan → fetch and store → record.
@@ -255,7 +270,7 @@ impl Ingestor {
             )
             .await;
         let walk = self.walk(feed, &state, &plan, incomplete, deadline).await?;
-        self.record(feed, &state, walk).await
+        self.record(feed, &state, walk, now).await
     }
 
     /// The plan from the feed's measured rate, the budget left and `X-Poll-Interval`.
@@ -476,6 +491,7 @@ impl Ingestor {
         feed: &str,
         state: &PollState,
         w: Walk,
+        started: DateTime<Utc>,
     ) -> Result<CycleSummary, IngestError> {
         let Walk {
             mut summary,
@@ -487,6 +503,10 @@ impl Ingestor {
             page1_at,
         } = w;
         let completed = completed && error.is_none();
+        // Read to its last page without meeting what an earlier cycle stored: what lay beyond
+        // that page is lost unless another source (GH Archive) brings it.
+        summary.gap_suspected =
+            completed && !overlapped && summary.new_events > 0 && state.cycle_started_at.is_some();
         // New events over the time since the last page 1 that was read (a 304 measures
         // nothing: the next page 1 counts from the page its ETag names).
         let rate = match (page1_at, state.cycle_started_at) {
@@ -543,6 +563,20 @@ impl Ingestor {
             },
         )
         .await?;
+        if let Err(e) = crate::store::cycles::record(&self.pool, feed, started, now, &summary).await
+        {
+            // History only: the cycle itself is recorded in poll_state.
+            warn!(feed, error = %e, error_code = "poll_cycle_unrecorded", "poll cycle history not written");
+        }
+        if summary.gap_suspected {
+            warn!(
+                feed,
+                pages = summary.pages,
+                new_events = summary.new_events,
+                error_code = "gap_suspected",
+                "the walk read its last page without meeting a stored event: older events may have been missed"
+            );
+        }
         info!(
             feed,
             outcome = outcome_str(summary.outcome),
@@ -677,6 +711,11 @@ impl Ingestor {
             warn!(page, reason = %reason, count = n, "events without a usable id were rejected");
             summary.rejected += n;
         }
+        let newest = batch
+            .iter()
+            .filter_map(|e| e.parsed.event().created_at)
+            .max();
+        summary.newest_created_at = summary.newest_created_at.max(newest);
         let write = store::write_events(&self.pool, &batch, Source::Api, now).await?;
         crate::failpoints::hit("ingest::after_commit");
         summary.new_events += write.new_events;

@@ -17,6 +17,7 @@ pub mod failpoints;
 pub mod github;
 pub mod import;
 pub mod ingest;
+pub mod metrics;
 pub mod outbox;
 pub mod plan;
 pub mod queue;

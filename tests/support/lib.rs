@@ -3,6 +3,7 @@
 
 pub mod archive_server;
 pub mod db;
+pub mod emf;
 pub mod fixtures;
 pub mod mutate;
 pub mod replay;

@@ -17,15 +17,24 @@
 //! | `NotDue { at }` (the message came early: nothing spent) | acked; row back in the outbox |
 //! | `Busy` (another worker holds the row) | acked: that worker finishes it or puts it back |
 //!
+//! Every invocation prints one CloudWatch Embedded Metric Format line on stdout (namespace
+//! `ghevents`, dimension `FunctionName`): what became of the batch (`EnrichCompleted`,
+//! `EnrichGone`, `EnrichFailed`, `EnrichFailedAttempts`, `EnrichDeferred`), what it cost
+//! (`EnrichRequests`, `EnrichCacheHits`), and the backlog left (`EnrichBacklog`,
+//! `EnrichBacklogAgeSeconds`), with details as properties (`EnrichFailedAttempts`,
+//! `EnrichPoisonMessages`, `EnrichBatchFailed`); see [`emf_line`].
+//!
 //! An error of the whole service (the database is down) fails the invocation: Lambda then
 //! returns every message of the batch to the queue. Should they reach the dead-letter queue,
 //! the rows are still `pending` and the outbox's sweep sends them again.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
 use ghevents::aws::sqs::push_id_of;
 use ghevents::clock::Clock;
 use ghevents::deadline::Deadline;
-use ghevents::enrich::{EnrichError, Enricher, ItemOutcome};
+use ghevents::enrich::{DrainSummary, EnrichError, Enricher, ItemOutcome};
+use ghevents::metrics::{enrich_figures, Emf, MetricSink, Observed, Unit, NAMESPACE};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +49,17 @@ pub trait EnrichPushes: Send + Sync {
         ids: &[i64],
         deadline: Deadline,
     ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError>;
+
+    /// GitHub requests sent and names answered from the cache so far (the handler reports
+    /// the difference over its batch).
+    fn sent_and_cache_hits(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// The enrichment backlog as stored (for the metric line); None when unreadable.
+    async fn observe(&self, _now: DateTime<Utc>) -> Option<Observed> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -51,11 +71,29 @@ impl EnrichPushes for Enricher {
     ) -> Result<Vec<(i64, ItemOutcome)>, EnrichError> {
         Enricher::process_push_ids_before(self, ids, deadline).await
     }
+
+    fn sent_and_cache_hits(&self) -> (u64, u64) {
+        (self.github.requests_sent(), self.cache_hits())
+    }
+
+    async fn observe(&self, now: DateTime<Utc>) -> Option<Observed> {
+        match ghevents::store::cycles::observe(&self.pool, now).await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(error = %e, error_code = "observe_failed", "backlog not measured for the metric line");
+                None
+            }
+        }
+    }
 }
 
 pub struct Deps<E> {
     pub enricher: E,
     pub clock: Arc<dyn Clock>,
+    /// Where the invocation's metric line goes ([`ghevents::metrics::Stdout`] in Lambda).
+    pub metrics: Arc<dyn MetricSink>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: the metrics' dimension.
+    pub function_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,18 +165,37 @@ pub async fn handler<E: EnrichPushes>(
     let mut ids: Vec<i64> = work.iter().map(|w| w.1).collect();
     ids.sort_unstable();
     ids.dedup();
-    let outcomes: HashMap<i64, ItemOutcome> = if ids.is_empty() {
-        HashMap::new()
+    let (sent_before, hits_before) = deps.enricher.sent_and_cache_hits();
+    let result = if ids.is_empty() {
+        Ok(Vec::new())
     } else {
-        match deps.enricher.process_push_ids(&ids, deadline).await {
-            Ok(v) => v.into_iter().collect(),
-            Err(source) => {
-                warn!(error = %source, count = ids.len(), error_code = "enrich_batch_failed", "enrichment failed for the whole batch");
-                return Err(HandlerError::Enrich {
-                    count: ids.len(),
-                    source,
-                });
-            }
+        deps.enricher.process_push_ids(&ids, deadline).await
+    };
+    let mut batch = DrainSummary::default();
+    for (_, outcome) in result.iter().flatten() {
+        batch.add(outcome);
+    }
+    let (sent, hits) = deps.enricher.sent_and_cache_hits();
+    batch.requests = sent.saturating_sub(sent_before);
+    batch.cache_hits = hits.saturating_sub(hits_before);
+    let now = deps.clock.now();
+    let observed = deps.enricher.observe(now).await;
+    deps.metrics.emit(&emf_line(
+        &deps.function_name,
+        now,
+        &batch,
+        poison as u64,
+        result.is_err(),
+        observed.as_ref(),
+    ));
+    let outcomes: HashMap<i64, ItemOutcome> = match result {
+        Ok(v) => v.into_iter().collect(),
+        Err(source) => {
+            warn!(error = %source, count = ids.len(), error_code = "enrich_batch_failed", "enrichment failed for the whole batch");
+            return Err(HandlerError::Enrich {
+                count: ids.len(),
+                source,
+            });
         }
     };
 
@@ -195,4 +252,32 @@ pub async fn handler<E: EnrichPushes>(
         acked, poison, retry, requeued, "enrich batch"
     );
     Ok(response)
+}
+
+/// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
+/// `FunctionName`, the batch's figures, the stored backlog when `observed` is given, and as
+/// properties `EnrichPoisonMessages` and `EnrichBatchFailed` (1 when the whole batch failed
+/// and comes back).
+pub fn emf_line(
+    function_name: &str,
+    at: DateTime<Utc>,
+    batch: &DrainSummary,
+    poison: u64,
+    batch_failed: bool,
+    observed: Option<&Observed>,
+) -> String {
+    let mut emf = Emf::new(NAMESPACE).dimension("FunctionName", function_name);
+    emf.figures(&enrich_figures(batch))
+        .property("EnrichPoisonMessages", poison)
+        .property("EnrichBatchFailed", u8::from(batch_failed));
+    if let Some(o) = observed {
+        emf.metric("EnrichBacklog", Unit::Count, o.enrich_backlog as f64);
+        if let Some(age) = o.enrich_backlog_age_secs {
+            emf.metric("EnrichBacklogAgeSeconds", Unit::Seconds, age as f64);
+        }
+    }
+    if let Some(until) = batch.deferred_until {
+        emf.property("deferred_until", until);
+    }
+    emf.to_line(at)
 }

@@ -33,6 +33,9 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         enricher: app.enricher(),
         clock: app.clock.clone(),
+        metrics: Arc::new(ghevents::metrics::Stdout),
+        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| "enrich".into()),
     };
     lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
 }

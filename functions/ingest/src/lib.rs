@@ -13,8 +13,13 @@
 //! - A one-off invocation with the payload `{"ghevents": "migrate"}` applies pending
 //!   migrations and does nothing else (see [`dispatch`]); with `MIGRATE_ON_START=false` that
 //!   is the only place the functions migrate.
-//! - Every successful invocation prints one CloudWatch Embedded Metric Format line on stdout
-//!   (namespace `ghevents`, `IngestCycleSuccess`, dimension `FunctionName`); see [`emf_line`].
+//! - Every invocation of the schedule prints one CloudWatch Embedded Metric Format line on
+//!   stdout (namespace `ghevents`, dimension `FunctionName`): the cycle's figures
+//!   (`IngestCycleSuccess`, `EventsFetched`, `NewEvents`, `Duplicates`, `Pages`,
+//!   `NotModified`, `GapSuspected`, `RateRemaining`, `IngestCycleDuration`) and what the
+//!   database says now (`FeedLagSeconds`, `EnrichBacklog`, `EnrichBacklogAgeSeconds`), with
+//!   details as properties (`outcome`, `OutboxSent`, `IngestRequests`, `GapsLast24h`, …); see
+//!   [`emf_line`] and `ghevents::metrics`.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
@@ -22,6 +27,8 @@ use deadpool_postgres::Pool;
 use ghevents::clock::Clock;
 use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
+use ghevents::metrics::{cycle_figures, Emf, Observed, Unit, NAMESPACE};
+pub use ghevents::metrics::{MetricSink, Stdout};
 use ghevents::outbox::{self, FlushReport};
 use ghevents::queue::PushQueue;
 use ghevents::store::{self, StoreError};
@@ -38,6 +45,12 @@ pub const OUTBOX_FLUSH_LIMIT: usize = 1000;
 #[async_trait::async_trait]
 pub trait IngestCycle: Send + Sync {
     async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError>;
+
+    /// Freshness, enrichment backlog and recent gaps as stored (for the metric line); None
+    /// when they cannot be read.
+    async fn observe(&self, _now: DateTime<Utc>) -> Option<Observed> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -45,18 +58,15 @@ impl IngestCycle for Ingestor {
     async fn run_cycle(&self, deadline: Deadline) -> Result<CycleSummary, IngestError> {
         Ingestor::run_cycle_before(self, deadline).await
     }
-}
 
-/// Where the metric lines go: stdout in Lambda (CloudWatch reads them from the log stream).
-pub trait MetricSink: Send + Sync {
-    fn emit(&self, line: &str);
-}
-
-pub struct Stdout;
-
-impl MetricSink for Stdout {
-    fn emit(&self, line: &str) {
-        println!("{line}");
+    async fn observe(&self, now: DateTime<Utc>) -> Option<Observed> {
+        match store::cycles::observe(&self.pool, now).await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(error = %e, error_code = "observe_failed", "stored state not measured for the metric line");
+                None
+            }
+        }
     }
 }
 
@@ -199,20 +209,30 @@ pub async fn handler<C: IngestCycle>(
         None => FlushReport::default(),
     };
 
-    match deps.cycle.run_cycle(deadline).await {
-        Ok(summary) => {
-            deps.metrics.emit(&emf_line(
-                &deps.function_name,
-                deps.clock.now(),
-                &summary,
-                flushed.sent,
-            ));
-            Ok(Response {
-                outcome: outcome_str(summary.outcome),
-                outbox_sent: flushed.sent,
-                summary,
-            })
-        }
+    let result = deps.cycle.run_cycle(deadline).await;
+    let now = deps.clock.now();
+    let observed = deps.cycle.observe(now).await;
+    let failed = result.as_ref().err().map(|e| {
+        let mut s = CycleSummary::new(Outcome::Failed);
+        s.error_code = Some(e.code().to_owned());
+        s
+    });
+    let summary = result.as_ref().ok().or(failed.as_ref());
+    if let Some(s) = summary {
+        deps.metrics.emit(&emf_line(
+            &deps.function_name,
+            now,
+            s,
+            flushed.sent,
+            observed.as_ref(),
+        ));
+    }
+    match result {
+        Ok(summary) => Ok(Response {
+            outcome: outcome_str(summary.outcome),
+            outbox_sent: flushed.sent,
+            summary,
+        }),
         Err(source) => {
             let retryable = cycle_error_retryable(&source);
             warn!(error = %source, error_code = source.code(), retryable, "ingest invocation failed");
@@ -225,42 +245,30 @@ pub async fn handler<C: IngestCycle>(
     }
 }
 
-/// Whether a cycle counts for `IngestCycleSuccess`: it reached GitHub and stored what there
-/// was (`Completed`, or `NotModified`). `NotDue`, `Busy` and `RateLimited` are successful
-/// invocations but count 0, so the stale-ingest alarm (no success for N minutes) also fires
-/// when ingestion is stalled by an exhausted budget.
-pub fn counts_as_success(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::Completed | Outcome::NotModified)
-}
+pub use ghevents::metrics::counts_as_success;
 
-/// One CloudWatch Embedded Metric Format line: namespace `ghevents`, metric
-/// `IngestCycleSuccess` (Count; 1, or 0 for a cycle that did not poll), dimension
-/// `FunctionName`, and the cycle's numbers as properties (searchable, not metrics).
+/// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
+/// `FunctionName`, the cycle's figures (`IngestCycleSuccess` is 1, or 0 for a cycle that did
+/// not poll; a failed cycle has the property `IngestCycleFailed` 1), the stored state's
+/// figures when `observed` is given, and `outcome`, `OutboxSent`, `error_code` as properties.
 pub fn emf_line(
     function_name: &str,
     at: DateTime<Utc>,
     s: &CycleSummary,
     outbox_sent: u64,
+    observed: Option<&Observed>,
 ) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": at.timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "ghevents",
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [{ "Name": "IngestCycleSuccess", "Unit": "Count" }],
-            }],
-        },
-        "FunctionName": function_name,
-        "IngestCycleSuccess": u8::from(counts_as_success(s.outcome)),
-        "outcome": outcome_str(s.outcome),
-        "requests": s.requests,
-        "pages": s.pages,
-        "new_events": s.new_events,
-        "new_push_events": s.new_push_events,
-        "outbox_sent": outbox_sent,
-    })
-    .to_string()
+    let mut emf = Emf::new(NAMESPACE).dimension("FunctionName", function_name);
+    emf.figures(&cycle_figures(s))
+        .property("OutboxSent", outbox_sent)
+        .property("outcome", outcome_str(s.outcome));
+    if let Some(o) = observed {
+        emf.figures(&o.figures());
+    }
+    if let Some(code) = &s.error_code {
+        emf.property("error_code", code);
+    }
+    emf.to_line(at)
 }
 
 #[cfg(test)]
@@ -283,7 +291,7 @@ mod tests {
     #[test]
     fn emf_names_the_namespace_metric_and_dimension_the_alarm_reads() {
         let at = Utc.with_ymd_and_hms(2026, 11, 27, 17, 0, 0).unwrap();
-        let line = emf_line("ghevents-ingest", at, &summary(Outcome::Completed), 3);
+        let line = emf_line("ghevents-ingest", at, &summary(Outcome::Completed), 3, None);
         assert!(!line.contains('\n'), "one line");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], at.timestamp_millis());
@@ -291,15 +299,16 @@ mod tests {
         assert_eq!(m["Namespace"], "ghevents");
         assert_eq!(m["Dimensions"], serde_json::json!([["FunctionName"]]));
         assert_eq!(
-            m["Metrics"],
-            serde_json::json!([{"Name": "IngestCycleSuccess", "Unit": "Count"}])
+            m["Metrics"][0],
+            serde_json::json!({"Name": "IngestCycleSuccess", "Unit": "Count"})
         );
         assert_eq!(v["FunctionName"], "ghevents-ingest");
         assert_eq!(v["IngestCycleSuccess"], 1);
         assert_eq!(
-            (v["new_events"].as_u64(), v["outbox_sent"].as_u64()),
+            (v["NewEvents"].as_u64(), v["OutboxSent"].as_u64()),
             (Some(150), Some(3))
         );
+        assert_eq!(v["outcome"], "completed");
     }
 
     #[test]
@@ -313,7 +322,7 @@ mod tests {
             (Outcome::RateLimited, 0),
         ] {
             let v: serde_json::Value =
-                serde_json::from_str(&emf_line("f", at, &summary(outcome), 0)).unwrap();
+                serde_json::from_str(&emf_line("f", at, &summary(outcome), 0, None)).unwrap();
             assert_eq!(v["IngestCycleSuccess"], value, "{outcome:?}");
         }
     }

@@ -3,6 +3,7 @@
 mod budget;
 pub mod cache;
 pub mod credentials;
+pub mod cycles;
 mod events;
 mod lock;
 mod poll;

@@ -510,6 +510,8 @@ async fn enrich(config: Config, batches: u32, idle: u32) -> Result<ExitCode> {
     let deps = ghevents_enrich::Deps {
         enricher: app.enricher(),
         clock: app.clock.clone(),
+        metrics: Arc::new(ghevents::metrics::Stdout),
+        function_name: "enrich".into(),
     };
     let (mut done, mut empty, mut failed_invocations) = (0u32, 0u32, 0u32);
     let (mut acked, mut returned) = (0usize, 0usize);
