@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct EnrichOptions {
@@ -236,6 +236,11 @@ impl Enricher {
             }
         }
         s.requests = self.github.requests_sent() - before;
+        // A drain that found nothing to do is not news (the loop wakes every few seconds).
+        if s.batches == 0 && s.requests == 0 {
+            debug!(deferred_until = ?s.deferred_until, "enrichment drain: nothing due");
+            return Ok(s);
+        }
         info!(
             batches = s.batches,
             requests = s.requests,

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod outbox;
 pub mod plan;
 pub mod raw;
+pub mod repair;
 pub mod reparse;
 pub mod sanitize;
 pub mod store;
