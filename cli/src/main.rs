@@ -376,10 +376,10 @@ async fn run_loop(app: &App, enrich: bool) -> Result<ExitCode> {
             match (reach.observe(unreachable, clock.now()), r) {
                 (reachability::Change::WentDown, Err(e)) => tracing::warn!(
                     url = %url,
-                    error = %e,
+                    error = %reachability::error_chain(e),
                     retry_at = %next.to_rfc3339(),
                     error_code = "github_unreachable",
-                    "GitHub is unreachable; trying again at retry_at (said once, until it answers again)"
+                    "GitHub is unreachable; polling tries again at retry_at (said once; a line follows when GitHub answers again)"
                 ),
                 (reachability::Change::CameBack { since }, _) => tracing::info!(
                     url = %url,

@@ -262,10 +262,7 @@ mod tests {
             eta(25, 100, Duration::from_secs(10)),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(
-            eta(100, 100, Duration::from_secs(10)),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(eta(100, 100, Duration::from_secs(10)), Some(Duration::ZERO));
     }
 
     #[test]

@@ -42,6 +42,23 @@ impl Reachability {
     }
 }
 
+/// An error and its causes on one line, each cause only when the text so far does not hold
+/// it already ("error sending request for url (…): client error (Connect): tcp connect
+/// error: Connection refused (os error 111)").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
