@@ -198,11 +198,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn percent(pos: u64, total: u64) -> u64 {
-    if total == 0 {
-        100
-    } else {
-        (pos.min(total) * 100) / total
-    }
+    (pos.min(total) * 100).checked_div(total).unwrap_or(100)
 }
 
 /// The time left at the average rate so far; `None` before anything was done.
@@ -229,14 +225,13 @@ pub fn duration_text(d: Duration) -> String {
 /// 1234567 → "1,234,567".
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
+        .collect();
+    groups.join(",")
 }
 
 #[cfg(test)]

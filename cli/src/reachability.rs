@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn an_outage_is_said_once_when_it_starts_and_once_when_it_ends() {
-        let t = |s| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let t = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
         let mut r = Reachability::default();
         assert_eq!(r.observe(false, t(0)), Change::Up);
         assert_eq!(r.observe(true, t(60)), Change::WentDown);
