@@ -180,3 +180,30 @@ async fn run_without_github_says_once_that_it_is_unreachable() {
         "the failed attempts are not said one by one: {err}"
     );
 }
+
+#[tokio::test]
+async fn enrichment_without_github_pauses_instead_of_spending_attempts() {
+    let db = TestDb::new().await;
+    let file = data_dir().join("gharchive/2026-06-01-15-sample7.jsonl");
+    let (code, out, err) = run(&db, &["import", file.to_str().unwrap()], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(db.count("SELECT count(*) FROM push_events").await, 3);
+
+    let (code, out, err) = run(&db, &["enrich", "--once", "--json"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v = one_document(&["enrich"], &out);
+    assert_eq!(v["failed_attempts"], 0, "{v}");
+    assert_eq!(v["deferred"], 3, "{v}");
+    assert!(v["deferred_until"].is_string(), "{v}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_events WHERE enrichment_status = 'pending' AND attempts = 0 AND last_error IS NULL")
+            .await,
+        3,
+        "no attempt is counted against the push events"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM enrichment_pause WHERE until > now()")
+            .await,
+        1
+    );
+}
