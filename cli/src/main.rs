@@ -14,7 +14,6 @@ use ghevents::import::{import_file, ImportSummary, Progress};
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
 use ghevents::raw::{ObjectReader, RawStore};
 use ghevents::store;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -22,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod metrics;
+mod progress;
+mod reachability;
+mod repair;
 
 #[derive(Parser)]
 #[command(
@@ -37,12 +39,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply pending database migrations (idempotent).
-    Migrate,
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Poll GitHub's public events feed.
     Ingest {
         /// One poll cycle, then exit (0 on success, a 304 included).
         #[arg(long)]
         once: bool,
+        /// With --once: the cycle's summary as one JSON document.
+        #[arg(long, requires = "once")]
+        json: bool,
     },
     /// The local main job: poll in a loop, honouring X-Poll-Interval and the rate budget, and
     /// enrich new push events beside it. Ctrl-C or SIGTERM finishes the page in hand and
@@ -60,14 +68,46 @@ enum Command {
         /// Drain what the budget allows, then exit.
         #[arg(long)]
         once: bool,
+        /// With --once: the drain's summary as one JSON document.
+        #[arg(long, requires = "once")]
+        json: bool,
     },
-    /// Import GH Archive files (.json.gz or NDJSON), streamed.
+    /// Import GH Archive files (.json.gz or NDJSON), streamed. Progress goes to stderr: a bar
+    /// on a terminal, otherwise a line every PROGRESS_INTERVAL_SECS (10) seconds.
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Events per transaction.
         #[arg(long, default_value_t = 2000)]
         batch_size: usize,
+        /// One JSON document with every file's summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put push events whose enrichment gave up back to pending: attempts 0, due now, back in
+    /// the outbox; each row's previous status, attempts and error are kept in
+    /// `enrichment_retries`. Without --failed, also rows left `in_progress` past their lease
+    /// (a worker that died). Safe to repeat: retried rows no longer match.
+    Retry {
+        /// Only rows whose status is `failed`.
+        #[arg(long)]
+        failed: bool,
+        /// Only push events created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send ENRICH_QUEUE_URL every pending push id it never received (new or put back, e.g.
+    /// by `retry`) and those whose message was sent longer than --lost-after ago without the
+    /// row moving (lost). Safe to repeat: sent rows are marked and not sent again until they
+    /// are judged lost. Exit 1 when the queue refused some, or an ingest cycle was running.
+    Requeue {
+        /// A pending row whose message went out this long ago is sent again (90s, 20m, 1h).
+        #[arg(long, default_value = "20m", value_parser = ghevents::check::parse_duration)]
+        lost_after: chrono::Duration,
+        #[arg(long)]
+        json: bool,
     },
     /// Rate budget, last poll, ETag age and rows per status.
     Status {
@@ -182,38 +222,58 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Command::Migrate = cli.command {
+    if let Command::Migrate { json } = cli.command {
         let pool = ghevents::app::pool(&config, &store::PoolOptions::new(2))?;
         let applied = store::migrate(&pool).await.context("applying migrations")?;
-        println!("migrations applied: {applied}");
+        if json {
+            print_json(&serde_json::json!({ "migrations_applied": applied }))?;
+        } else {
+            println!("migrations applied: {applied}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let app = App::start(config, clock.clone(), 16)
         .await
         .context("starting")?;
     match cli.command {
-        Command::Migrate => unreachable!("handled above"),
-        Command::Ingest { once: true } => {
+        Command::Migrate { .. } => unreachable!("handled above"),
+        Command::Ingest { once: true, json } => {
             let (_tx, stop) = tokio::sync::watch::channel(false);
             let ingestor = app.ingestor(raw_store(&app.config).await, None, stop);
             match ingestor.run_cycle().await {
+                Ok(s) if json => {
+                    print_json(&serde_json::to_value(&s)?)?;
+                    Ok(ExitCode::SUCCESS)
+                }
                 Ok(s) => {
                     println!("{}", cycle_line(&s));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
+                    if json {
+                        print_json(&serde_json::json!({
+                            "outcome": "failed",
+                            "error_code": e.code(),
+                            "error": e.to_string(),
+                            "retryable": e.is_retryable(),
+                        }))?;
+                    }
                     eprintln!("ghevents: ingest failed ({}): {e}", e.code());
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
-        Command::Ingest { once: false } => run_loop(&app, false, None).await,
+        Command::Ingest { once: false, .. } => run_loop(&app, false, None).await,
         Command::Run {
             no_enrich,
             metrics_addr,
         } => run_loop(&app, !no_enrich, metrics_addr).await,
-        Command::Enrich { once: true } => {
+        Command::Enrich { once: true, json } => {
             let s = app.enricher().drain().await?;
+            if json {
+                print_json(&serde_json::to_value(&s)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "enrich: requests={} completed={} gone={} failed_attempts={} failed={} deferred={} deferred_until={}",
                 s.requests,
@@ -226,12 +286,22 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Enrich { once: false } => {
+        Command::Enrich { once: false, .. } => {
             let stop = stop_on_signal()?;
             app.enricher().run_loop(stop).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { files, batch_size } => import(&app, &files, batch_size.max(1)).await,
+        Command::Import {
+            files,
+            batch_size,
+            json,
+        } => import(&app, &files, batch_size.max(1), json).await,
+        Command::Retry {
+            failed,
+            since,
+            json,
+        } => repair::retry(&app, failed, since, json).await,
+        Command::Requeue { lost_after, json } => repair::requeue(&app, lost_after, json).await,
         Command::Status { json } => status(&app, json).await,
         Command::Archive { hour, json } => archive::archive_hour(&app, hour, json).await,
         Command::Backfill {
@@ -397,10 +467,30 @@ async fn run_loop(
         })
     });
     let ingestor = app.ingestor(raw_store(&app.config).await, None, stop);
+    let url = app.config.github_api_url.clone();
+    let mut reach = reachability::Reachability::default();
+    let clock = app.clock.clone();
     ingestor
-        .run_loop(|r: &Result<CycleSummary, IngestError>| {
+        .run_loop_with(|r: &Result<CycleSummary, IngestError>, next| {
+            let unreachable = matches!(r, Err(e) if e.is_unreachable());
+            match (reach.observe(unreachable, clock.now()), r) {
+                (reachability::Change::WentDown, Err(e)) => tracing::warn!(
+                    url = %url,
+                    error = %reachability::error_chain(e),
+                    retry_at = %next.to_rfc3339(),
+                    error_code = "github_unreachable",
+                    "GitHub is unreachable; polling tries again at retry_at (said once; a line follows when GitHub answers again)"
+                ),
+                (reachability::Change::CameBack { since }, _) => tracing::info!(
+                    url = %url,
+                    unreachable_since = %since.to_rfc3339(),
+                    "GitHub answers again"
+                ),
+                _ => {}
+            }
             match r {
                 Ok(s) => println!("{}", cycle_line(s)),
+                Err(_) if unreachable => {}
                 Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
             }
             if export {
@@ -420,44 +510,39 @@ async fn run_loop(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import(app: &App, files: &[PathBuf], batch_size: usize) -> Result<ExitCode> {
+async fn import(app: &App, files: &[PathBuf], batch_size: usize, json: bool) -> Result<ExitCode> {
     let mut any_rejected = false;
+    let mut summaries = Vec::new();
     for path in files {
         let total = std::fs::metadata(path)
             .with_context(|| format!("{}", path.display()))?
             .len();
         let progress = Arc::new(Progress::default());
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_message(path.display().to_string());
-            bar
-        });
-        let ticker = bar.clone().map(|bar| {
-            let p = progress.clone();
-            tokio::spawn(async move {
-                loop {
-                    bar.set_position(p.bytes_read.load(Ordering::Relaxed));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
+        let (bytes, lines) = (progress.clone(), progress.clone());
+        let meter = progress::Meter::start(progress::Spec {
+            label: format!("import {}", path.display()),
+            total: Some(total),
+            unit: progress::Unit::Bytes,
+            position: Arc::new(move || bytes.bytes_read.load(Ordering::Relaxed)),
+            items: (
+                "events",
+                Arc::new(move || lines.lines.load(Ordering::Relaxed)),
+            ),
         });
         let result = import_file(&app.pool, path, batch_size, progress, app.clock.now()).await;
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        meter.finish();
         let summary = result.with_context(|| format!("importing {}", path.display()))?;
-        print_import(&summary);
+        if !json {
+            print_import(&summary);
+        }
         any_rejected |= summary.rejected_total() > 0;
+        summaries.push(summary);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "files": summaries,
+            "rejected": summaries.iter().map(ImportSummary::rejected_total).sum::<u64>(),
+        }))?;
     }
     Ok(if any_rejected {
         ExitCode::FAILURE
@@ -512,7 +597,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             "archive": archive::status_section(app).await?.0,
             "observed": observed,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let t =
@@ -605,7 +690,7 @@ async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> R
             "checked_at": report.checked_at,
             "checks": report.checks,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(&v)?;
     } else {
         for c in &report.checks {
             let state = match (c.ok(), c.skipped) {
@@ -649,49 +734,27 @@ async fn reparse(
 ) -> Result<ExitCode> {
     use ghevents::reparse::{count_events, ReparseProgress};
     let progress = Arc::new(ReparseProgress::default());
-    let bar = if std::io::stderr().is_terminal() {
-        let total = count_events(&app.pool, opts).await?;
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "reparse [{bar:30}] {pos}/{len} events, {rate} events/s, ETA {eta}",
-            )
-            .expect("valid template")
-            .with_key(
-                "rate",
-                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0}", s.per_sec());
-                },
-            )
-            .progress_chars("=> "),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    let ticker = bar.clone().map(|bar| {
-        let p = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(p.events.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
+    let total = count_events(&app.pool, opts).await?;
+    let (pos, items) = (progress.clone(), progress.clone());
+    let meter = progress::Meter::start(progress::Spec {
+        label: "reparse".into(),
+        total: Some(total),
+        unit: progress::Unit::Items,
+        position: Arc::new(move || pos.events.load(Ordering::Relaxed)),
+        items: (
+            "events",
+            Arc::new(move || items.events.load(Ordering::Relaxed)),
+        ),
     });
     // Without a bucket, events stored out of line are counted as unreadable and left as they are.
     let objects = object_reader(&app.config).await;
     let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
     let result =
         ghevents::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    meter.finish();
     let s = result.context("reparsing")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        print_json(&serde_json::to_value(&s)?)?;
     } else {
         println!(
             "reparse {}: events={} batches={} push_rows={} push_rows_new={} status_changed={} parse_failed={} unreadable={} resumed_after={} seconds={:.2} events_per_sec={:.0}",
@@ -721,4 +784,10 @@ async fn reparse(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A command's result as one JSON document on stdout.
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

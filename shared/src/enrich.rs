@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct EnrichOptions {
@@ -249,6 +249,11 @@ impl Enricher {
         }
         s.requests = self.github.requests_sent() - before;
         s.cache_hits = self.cache_hits() - hits_before;
+        // A drain that found nothing to do is not news (the loop wakes every few seconds).
+        if s.batches == 0 && s.requests == 0 {
+            debug!(deferred_until = ?s.deferred_until, "enrichment drain: nothing due");
+            return Ok(s);
+        }
         info!(
             batches = s.batches,
             requests = s.requests,
@@ -777,7 +782,11 @@ impl Enricher {
                     &e.to_string(),
                 )
                 .await?;
-                warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
+                if e.is_unreachable() {
+                    info!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "no connection to GitHub; enrichment paused");
+                } else {
+                    warn!(path = %path, error_code = e.code(), error = %e, resume_at = %until, "GitHub refused a request for no reason of this push event; enrichment paused");
+                }
                 Entity::Deferred(until)
             }
             None => {
@@ -815,16 +824,18 @@ fn all_settled(cached: HashMap<i64, Cached>) -> Option<HashMap<i64, Entity>> {
 }
 
 /// Whether a failed request says nothing about the entity asked for, only about us or GitHub:
-/// 401 (a bad or expired token), or a 403 or 429 that the client did not recognize as a rate
-/// limit. Such a failure pauses all enrichment instead of counting an attempt.
+/// 401 (a bad or expired token), a 403 or 429 that the client did not recognize as a rate
+/// limit, or no connection at all (no network). Such a failure pauses all enrichment instead
+/// of counting an attempt.
 pub fn is_global(e: &GithubError) -> bool {
-    matches!(
-        e,
-        GithubError::Client {
-            status: 401 | 403 | 429,
-            ..
-        }
-    )
+    e.is_unreachable()
+        || matches!(
+            e,
+            GithubError::Client {
+                status: 401 | 403 | 429,
+                ..
+            }
+        )
 }
 
 /// Wait before attempt `n + 1` of a push event: a minute, doubling, at most an hour.

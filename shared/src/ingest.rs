@@ -33,7 +33,7 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -190,6 +190,11 @@ impl IngestError {
             IngestError::MalformedPage { .. } => true,
             IngestError::Raw(r) => r.retryable,
         }
+    }
+
+    /// Whether GitHub could not be reached at all (see [`GithubError::is_unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, IngestError::Github(g) if g.is_unreachable())
     }
 
     pub fn code(&self) -> &'static str {
@@ -600,6 +605,11 @@ impl Ingestor {
             "ingest cycle"
         );
         match error {
+            // Unreachable: the caller, which sees the cycles in a row, says so once.
+            Some(e) if e.is_unreachable() => {
+                debug!(feed, error_code = e.code(), error = %e, "ingest cycle failed: GitHub unreachable");
+                Err(e)
+            }
             Some(e) => {
                 warn!(feed, error_code = e.code(), error = %e, "ingest cycle failed; stored pages are kept");
                 Err(e)
@@ -615,6 +625,14 @@ impl Ingestor {
         &self,
         mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>),
     ) -> Result<(), StoreError> {
+        self.run_loop_with(|r, _| on_cycle(r)).await
+    }
+
+    /// [`Ingestor::run_loop`] that also tells `on_cycle` when the next cycle starts.
+    pub async fn run_loop_with(
+        &self,
+        mut on_cycle: impl FnMut(&Result<CycleSummary, IngestError>, DateTime<Utc>),
+    ) -> Result<(), StoreError> {
         let mut stop = self.stop.clone();
         let mut failures: u32 = 0;
         loop {
@@ -622,7 +640,6 @@ impl Ingestor {
                 return Ok(());
             }
             let result = self.run_cycle().await;
-            on_cycle(&result);
             let now = self.clock.now();
             let wake = match &result {
                 Ok(s) => {
@@ -648,6 +665,7 @@ impl Ingestor {
                 now + chrono::Duration::from_std(self.options.default_poll_interval)
                     .unwrap_or_default(),
             );
+            on_cycle(&result, wake.max(now + chrono::Duration::seconds(1)));
             // At least a second between cycles, whatever the state says.
             let wait = (wake - now)
                 .to_std()

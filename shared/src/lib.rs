@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod plan;
 pub mod queue;
 pub mod raw;
+pub mod repair;
 pub mod reparse;
 pub mod sanitize;
 pub mod store;

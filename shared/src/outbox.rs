@@ -47,6 +47,8 @@ pub struct FlushReport {
     pub batches: u32,
     /// Why the first refused id was refused.
     pub error: Option<QueueError>,
+    /// Rows [`requeue_stale`] put back in the outbox first ([`flush_when_idle`] only).
+    pub requeued: u64,
 }
 
 /// Marks `push_ids` as handed to the queue at `now`. Returns how many rows changed (rows
@@ -187,7 +189,9 @@ pub async fn flush_when_idle(
         return Ok(None);
     };
     let result = match requeue_stale(pool, now, requeue_after).await {
-        Ok(_) => flush(pool, queue, now, limit).await,
+        Ok(requeued) => flush(pool, queue, now, limit)
+            .await
+            .map(|r| FlushReport { requeued, ..r }),
         Err(e) => Err(e),
     };
     if let Err(e) = lock.release().await {

@@ -172,6 +172,12 @@ impl GithubError {
         }
     }
 
+    /// Whether no connection could be made at all (no network, DNS, a refused or timed-out
+    /// connect): GitHub never saw the request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, GithubError::Transport { source, .. } if source.is_connect())
+    }
+
     fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -307,7 +313,14 @@ impl GithubClient {
                 None
             }
         })
-        .notify(|e, wait| warn!(error_code = e.code(), error = %e, retry_in_ms = wait.as_millis() as u64, "GitHub request failed; retrying"))
+        .notify(|e, wait| {
+            // No connection at all is said once by whoever runs the cycles, not per attempt.
+            if e.is_unreachable() {
+                debug!(error_code = e.code(), error = %e, retry_in_ms = wait.as_millis() as u64, "GitHub unreachable; retrying");
+            } else {
+                warn!(error_code = e.code(), error = %e, retry_in_ms = wait.as_millis() as u64, "GitHub request failed; retrying");
+            }
+        })
         .await;
         match result {
             Err(e) if e.is_transient() && out_of_time.load(Ordering::SeqCst) => {
