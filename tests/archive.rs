@@ -621,7 +621,7 @@ async fn polled_events_are_untouched_and_counted_as_already_present() {
         .step_by(7)
         .map(|l| ghevents::store::EventInsert {
             parsed: ghevents::event::parse_event_str(l).unwrap(),
-            raw: ghevents::store::RawRef::Inline(l.clone()),
+            raw: ghevents::raw::RawRef::Inline(l.clone()),
         })
         .collect();
     let t0 = Utc::now() - chrono::Duration::days(1);

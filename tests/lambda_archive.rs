@@ -27,7 +27,10 @@ struct Lines(Mutex<Vec<serde_json::Value>>);
 
 impl MetricSink for Lines {
     fn emit(&self, line: &str) {
-        self.0.lock().unwrap().push(serde_json::from_str(line).unwrap());
+        self.0
+            .lock()
+            .unwrap()
+            .push(serde_json::from_str(line).unwrap());
     }
 }
 

@@ -10,7 +10,13 @@ use std::process::ExitCode;
 /// Creates the `pending` rows of [from, to] that do not exist, then sends one message per hour
 /// that is not done (or known missing), in batches of 10. Safe to repeat: done hours are never
 /// sent, and a second message for an hour still waiting is acked once the hour is done.
-pub async fn enqueue(app: &App, from: Hour, to: Hour, queue_url: &str, json: bool) -> Result<ExitCode> {
+pub async fn enqueue(
+    app: &App,
+    from: Hour,
+    to: Hour,
+    queue_url: &str,
+    json: bool,
+) -> Result<ExitCode> {
     anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
     anyhow::ensure!(
         queue_url.starts_with("https://") || queue_url.starts_with("http://"),

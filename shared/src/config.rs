@@ -77,6 +77,8 @@ pub struct Config {
     /// `ENRICH_ARCHIVE` (default false): archive push events wait for enrichment like polled
     /// ones; otherwise they are enriched from the cache only.
     pub enrich_archive: bool,
+    /// `ARCHIVE_QUEUE_URL`: the SQS queue of archive hours (the archive Lambda's own queue).
+    pub archive_queue_url: Option<String>,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -136,6 +138,7 @@ impl Config {
             raw_payload_bucket,
             raw_payload_prefix: get("RAW_PAYLOAD_PREFIX").unwrap_or_else(|| "raw/".into()),
             enrich_queue_url: get("ENRICH_QUEUE_URL"),
+            archive_queue_url: get("ARCHIVE_QUEUE_URL"),
             pg_sslmode: get("PGSSLMODE"),
             pg_sslrootcert: get("PGSSLROOTCERT"),
             db_pool_size: match get("DB_POOL_SIZE") {

@@ -51,6 +51,20 @@ pub struct FlushReport {
     pub requeued: u64,
 }
 
+/// Push events waiting for enrichment with no message on the queue (new, or put back).
+pub async fn pending(pool: &Pool) -> Result<i64, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM push_events
+             WHERE enqueued_at IS NULL AND enrichment_status IN ('pending', 'in_progress')",
+            &[],
+        )
+        .await
+        .ctx("count outbox")?;
+    Ok(row.get(0))
+}
+
 /// Marks `push_ids` as handed to the queue at `now`. Returns how many rows changed (rows
 /// already marked keep their first time).
 pub async fn mark_enqueued(

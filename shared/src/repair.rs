@@ -7,7 +7,7 @@
 //! judges its message lost.
 
 use crate::outbox::{self, FlushReport};
-use crate::raw::PushQueue;
+use crate::queue::PushQueue;
 use crate::store::{Ctx, StoreError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

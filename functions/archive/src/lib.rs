@@ -388,7 +388,7 @@ mod tests {
     use chrono::TimeZone;
     use ghevents::aws::hours::{message_body, HourSendReport};
     use ghevents::clock::ManualClock;
-    use ghevents::raw::QueueError;
+    use ghevents::queue::QueueError;
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 
@@ -583,7 +583,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_schedule_enqueues_the_due_hours_up_to_the_limit() {
-        let due = ["2026-11-30T10", "2026-11-30T11", "2026-11-30T12", "2026-11-30T17"];
+        let due = [
+            "2026-11-30T10",
+            "2026-11-30T11",
+            "2026-11-30T12",
+            "2026-11-30T17",
+        ];
         let s = setup(
             FakeArchive {
                 due: due.iter().map(|h| hour(h)).collect(),
@@ -610,11 +615,11 @@ mod tests {
                 ..Default::default()
             },
             FakeQueue {
-                refuse: Some(QueueError {
-                    context: "SendMessageBatch q".into(),
-                    message: "ServiceUnavailable".into(),
-                    retryable: true,
-                }),
+                refuse: Some(QueueError::new(
+                    "SendMessageBatch q",
+                    true,
+                    "ServiceUnavailable",
+                )),
                 ..Default::default()
             },
         );
@@ -657,7 +662,11 @@ mod tests {
             .collect();
         let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
         let r = on_messages(&s.deps, sqs_event(&bodies), Deadline::NONE).await;
-        assert_eq!(failures(&r), vec!["m2"], "only the retryable failure returns");
+        assert_eq!(
+            failures(&r),
+            vec!["m2"],
+            "only the retryable failure returns"
+        );
         assert_eq!(
             *s.deps.archive.runs.lock().unwrap(),
             vec![done, missing, flaky, broken]
@@ -688,7 +697,10 @@ mod tests {
             reason: Some("stopped before the deadline; resumes after line 120000".into()),
             ..report(h, HourStatus::Pending, now())
         };
-        let s = setup(FakeArchive::default().answer(h, Ok(stopped)), FakeQueue::default());
+        let s = setup(
+            FakeArchive::default().answer(h, Ok(stopped)),
+            FakeQueue::default(),
+        );
         let r = on_messages(&s.deps, sqs_event(&[&message_body(h)]), Deadline::NONE).await;
         assert_eq!(failures(&r), vec!["m0"]);
         assert_eq!(*s.queue.released.lock().unwrap(), vec!["rh0"]);

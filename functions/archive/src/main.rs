@@ -6,6 +6,7 @@ use ghevents::archive::{ArchiveOptions, Archiver};
 use ghevents::aws::hours::SqsHours;
 use ghevents::aws::{init_tracing, LambdaEnv};
 use ghevents::clock::SystemClock;
+use ghevents::config::Config;
 use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -15,14 +16,15 @@ const POOL_SIZE: usize = 2;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    let env = LambdaEnv::load()
-        .await
-        .context("reading configuration and secrets")?;
-    let queue_url = std::env::var("ARCHIVE_QUEUE_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
+    let config = Config::from_env().context("reading configuration")?;
+    init_tracing(config.log_format);
+    let queue_url = config
+        .archive_queue_url
+        .clone()
         .context("ARCHIVE_QUEUE_URL is not set (the hours queue's URL)")?;
+    let env = LambdaEnv::from_config(config)
+        .await
+        .context("reading secrets")?;
     // One small pool per container, kept across invocations (see functions/ingest).
     let app = App::start_with(
         env.config.clone(),
@@ -49,8 +51,11 @@ async fn main() -> Result<(), Error> {
         }),
         clock: app.clock.clone(),
         metrics: Arc::new(Stdout),
-        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .unwrap_or_else(|_| "archive".into()),
+        function_name: env
+            .config
+            .function_name
+            .clone()
+            .unwrap_or_else(|| "archive".into()),
         due_limit: DUE_LIMIT,
         start_margin: START_MARGIN,
     };

@@ -34,8 +34,11 @@ async fn main() -> Result<(), Error> {
         enricher: app.enricher(),
         clock: app.clock.clone(),
         metrics: Arc::new(ghevents::metrics::Stdout),
-        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .unwrap_or_else(|_| "enrich".into()),
+        function_name: env
+            .config
+            .function_name
+            .clone()
+            .unwrap_or_else(|| "enrich".into()),
     };
     lambda_runtime::run(service_fn(|event| handler(&deps, event))).await
 }

@@ -27,7 +27,7 @@ use deadpool_postgres::Pool;
 use ghevents::clock::Clock;
 use ghevents::deadline::Deadline;
 use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
-use ghevents::metrics::{cycle_figures, Emf, Observed, Unit, NAMESPACE};
+use ghevents::metrics::{cycle_figures, Emf, Observed, NAMESPACE};
 pub use ghevents::metrics::{MetricSink, Stdout};
 use ghevents::outbox::{self, FlushReport};
 use ghevents::queue::PushQueue;

@@ -238,10 +238,7 @@ fn events_page(sh: &Shared, params: &[(String, String)], headers: &HeaderMap) ->
     }
 
     let mut headers_out = vec![
-        (
-            header::LAST_MODIFIED,
-            http_date(last_change),
-        ),
+        (header::LAST_MODIFIED, http_date(last_change)),
         (
             HeaderName::from_static("x-poll-interval"),
             sh.cfg.poll_interval_secs.to_string(),

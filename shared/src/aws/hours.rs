@@ -4,9 +4,9 @@
 //! twice costs one short invocation and nothing else.
 
 use super::sqs::MAX_BATCH;
-use super::{sdk_error_retryable, sdk_error_text};
+use super::{sdk_error_retryable, SdkFailure};
 use crate::archive::Hour;
-use crate::raw::QueueError;
+use crate::queue::QueueError;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 /// The body of an hour's message.
@@ -89,11 +89,8 @@ impl SqsHours {
         {
             Ok(out) => out,
             Err(e) => {
-                let err = QueueError {
-                    context,
-                    message: sdk_error_text(&e),
-                    retryable: sdk_error_retryable(&e),
-                };
+                let retryable = sdk_error_retryable(&e);
+                let err = QueueError::new(context, retryable, SdkFailure::new(e));
                 return HourSendReport {
                     sent: Vec::new(),
                     failed: hours.iter().map(|h| (*h, err.clone())).collect(),
@@ -113,11 +110,11 @@ impl SqsHours {
         }
         for failed in out.failed() {
             if let Some(i) = index(failed.id()) {
-                outcome[i] = Some(Err(QueueError {
-                    context: format!("{context} entry {}", failed.id()),
-                    message: format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
-                    retryable: !failed.sender_fault(),
-                }));
+                outcome[i] = Some(Err(QueueError::new(
+                    format!("{context} entry {}", failed.id()),
+                    !failed.sender_fault(),
+                    format!("{}: {}", failed.code(), failed.message().unwrap_or("")),
+                )));
             }
         }
         let mut report = HourSendReport::default();
@@ -127,11 +124,11 @@ impl SqsHours {
                 Some(Err(e)) => report.failed.push((*hour, e)),
                 None => report.failed.push((
                     *hour,
-                    QueueError {
-                        context: context.clone(),
-                        message: "entry neither in Successful nor in Failed".into(),
-                        retryable: true,
-                    },
+                    QueueError::new(
+                        context.clone(),
+                        true,
+                        "entry neither in Successful nor in Failed",
+                    ),
                 )),
             }
         }
@@ -163,10 +160,13 @@ impl HourQueue for SqsHours {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| QueueError {
-                context: format!("ChangeMessageVisibility {}", self.queue_url),
-                message: sdk_error_text(&e),
-                retryable: sdk_error_retryable(&e),
+            .map_err(|e| {
+                let retryable = sdk_error_retryable(&e);
+                QueueError::new(
+                    format!("ChangeMessageVisibility {}", self.queue_url),
+                    retryable,
+                    SdkFailure::new(e),
+                )
             })
     }
 }

@@ -194,3 +194,25 @@ pub fn sdk_error_retryable<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse
 pub fn sdk_error_text<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
     aws_sdk_s3::error::DisplayErrorContext(e).to_string()
 }
+
+/// An SDK error kept as a source, shown with its whole context (code, message, request id)
+/// rather than the SDK's bare "service error".
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+pub struct SdkFailure {
+    text: String,
+    #[source]
+    source: crate::BoxError,
+}
+
+impl SdkFailure {
+    pub fn new<E>(e: SdkError<E, HttpResponse>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self {
+            text: sdk_error_text(&e),
+            source: Box::new(e),
+        }
+    }
+}

@@ -124,20 +124,16 @@ impl ObjectReader for S3Objects {
 /// Parts of a multipart upload of an hour file (S3's smallest part is 5 MiB, but the last).
 pub const PART_SIZE: usize = 8 << 20;
 
-fn copy_error<E>(
-    bucket: &str,
-    key: &str,
-    step: &str,
-    e: &SdkError<E, HttpResponse>,
-) -> RawStoreError
+fn copy_error<E>(bucket: &str, key: &str, step: &str, e: SdkError<E, HttpResponse>) -> RawStoreError
 where
-    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
-    RawStoreError {
-        context: format!("{step} s3://{bucket}/{key}"),
-        message: sdk_error_text(e),
-        retryable: sdk_error_retryable(e),
-    }
+    let retryable = sdk_error_retryable(&e);
+    RawStoreError::new(
+        format!("{step} s3://{bucket}/{key}"),
+        retryable,
+        super::SdkFailure::new(e),
+    )
 }
 
 impl S3Objects {
@@ -158,7 +154,7 @@ impl S3Objects {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| copy_error(&self.bucket, key, "UploadPart", &e))?;
+            .map_err(|e| copy_error(&self.bucket, key, "UploadPart", e))?;
         Ok(aws_sdk_s3::types::CompletedPart::builder()
             .set_e_tag(out.e_tag)
             .part_number(number)
@@ -180,10 +176,12 @@ impl S3Objects {
         let mut upload: Option<(String, Vec<aws_sdk_s3::types::CompletedPart>)> = None;
         let result: Result<(), RawStoreError> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| RawStoreError {
-                    context: format!("copy to s3://{}/{key}", self.bucket),
-                    message: format!("reading the source: {e}"),
-                    retryable: true,
+                let chunk = chunk.map_err(|e| {
+                    RawStoreError::new(
+                        format!("copy to s3://{}/{key} (reading the source)", self.bucket),
+                        true,
+                        e,
+                    )
                 })?;
                 total += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
@@ -198,7 +196,7 @@ impl S3Objects {
                             .send()
                             .await
                             .map_err(|e| {
-                                copy_error(&self.bucket, key, "CreateMultipartUpload", &e)
+                                copy_error(&self.bucket, key, "CreateMultipartUpload", e)
                             })?;
                         upload = Some((out.upload_id.unwrap_or_default(), Vec::new()));
                     }
@@ -255,7 +253,7 @@ impl S3Objects {
                     .send()
                     .await
                 {
-                    let err = copy_error(&self.bucket, key, "CompleteMultipartUpload", &e);
+                    let err = copy_error(&self.bucket, key, "CompleteMultipartUpload", e);
                     abort(id).await;
                     return Err(err);
                 }
