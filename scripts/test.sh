@@ -4,7 +4,7 @@
 # again whatever it started. Exits with cargo's status.
 #
 #   scripts/test.sh                      # everything
-#   scripts/test.sh -p ghevents-shared   # extra args go to cargo test
+#   scripts/test.sh -p ghevents-core   # extra args go to cargo test
 #   scripts/test.sh -- --nocapture       # ...including the test binaries' own
 #
 # It provides: DATABASE_URL (a role that may CREATE DATABASE; see scripts/postgres.sh),

@@ -3,9 +3,9 @@
 //! exactly once, and the hour's row says what happened.
 
 use chrono::{DateTime, Utc};
-use ghevents::archive::{ArchiveOptions, Archiver, Hour, HourObjects, HourStatus, HttpOptions};
-use ghevents::clock::ManualClock;
-use ghevents::deadline::Deadline;
+use ghevents_core::archive::{ArchiveOptions, Archiver, Hour, HourObjects, HourStatus, HttpOptions};
+use ghevents_core::clock::ManualClock;
+use ghevents_core::deadline::Deadline;
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
@@ -188,7 +188,7 @@ async fn a_404_waits_for_its_backoff_then_the_file_is_read() {
 }
 
 fn clock_now(c: &ManualClock) -> DateTime<Utc> {
-    use ghevents::clock::Clock;
+    use ghevents_core::clock::Clock;
     c.now()
 }
 
@@ -211,7 +211,7 @@ async fn a_file_cut_short_never_makes_the_hour_done_and_a_rerun_completes_it() {
     assert!(e.is_retryable(), "{e}");
     let text = e.to_string();
     assert!(text.contains("2015-01-01-0.json.gz"), "{text}");
-    let r = ghevents::archive::store::report(&db.pool, hour)
+    let r = ghevents_core::archive::store::report(&db.pool, hour)
         .await
         .unwrap()
         .unwrap();
@@ -255,7 +255,7 @@ async fn a_connection_reset_mid_body_then_a_rerun() {
     );
     let e = a.run_hour(hour, true, Deadline::NONE).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
-    let r = ghevents::archive::store::report(&db.pool, hour)
+    let r = ghevents_core::archive::store::report(&db.pool, hour)
         .await
         .unwrap()
         .unwrap();
@@ -309,7 +309,7 @@ async fn a_slow_server_is_waited_for_and_a_stalled_one_is_given_up_then_retried(
     );
     let e = a.run_hour(next, true, Deadline::NONE).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
-    let r = ghevents::archive::store::report(&db.pool, next)
+    let r = ghevents_core::archive::store::report(&db.pool, next)
         .await
         .unwrap()
         .unwrap();
@@ -350,7 +350,7 @@ async fn a_hour_never_published_is_pending_then_missing_after_the_age() {
     );
     assert!(r.finished_at.is_some());
     // The scheduler never picks a missing hour again.
-    let due = ghevents::archive::due_hours(&db.pool, clock_now(&clock), 100)
+    let due = ghevents_core::archive::due_hours(&db.pool, clock_now(&clock), 100)
         .await
         .unwrap();
     assert!(!due.contains(&hour), "{due:?}");
@@ -421,7 +421,7 @@ async fn a_deadline_stops_between_batches_and_the_next_run_resumes() {
     let stored = db.count("SELECT count(*) FROM github_events").await;
     assert_eq!(stored as u64, r.stored);
 
-    let due = ghevents::archive::due_hours(&db.pool, hour.end() + chrono::Duration::hours(1), 10)
+    let due = ghevents_core::archive::due_hours(&db.pool, hour.end() + chrono::Duration::hours(1), 10)
         .await
         .unwrap();
     assert!(due.contains(&hour), "{due:?}");
@@ -447,7 +447,7 @@ async fn a_crashed_workers_hour_is_claimable_once_its_lease_ran_out() {
     );
     let now = clock_now(&clock);
     // A worker claimed the hour and died.
-    let claimed = ghevents::archive::store::claim(
+    let claimed = ghevents_core::archive::store::claim(
         &db.pool,
         hour,
         now,
@@ -460,14 +460,14 @@ async fn a_crashed_workers_hour_is_claimable_once_its_lease_ran_out() {
     let r = a.run_hour(hour, true, Deadline::NONE).await.unwrap();
     assert_eq!(r.status, HourStatus::InProgress, "{r:?}");
     assert!(r.reason.unwrap().contains("being imported elsewhere"));
-    assert!(!ghevents::archive::due_hours(&db.pool, now, 10)
+    assert!(!ghevents_core::archive::due_hours(&db.pool, now, 10)
         .await
         .unwrap()
         .contains(&hour));
 
     clock.advance(Duration::from_secs(16 * 60));
     assert_eq!(
-        ghevents::archive::due_hours(&db.pool, clock_now(&clock), 10)
+        ghevents_core::archive::due_hours(&db.pool, clock_now(&clock), 10)
             .await
             .unwrap()
             .into_iter()
@@ -486,19 +486,19 @@ async fn ensure_and_due_hours() {
     let from = Hour::parse("2015-01-01T00").unwrap();
     let to = Hour::parse("2015-01-02T00").unwrap();
     assert_eq!(
-        ghevents::archive::ensure_hours(&db.pool, from, to)
+        ghevents_core::archive::ensure_hours(&db.pool, from, to)
             .await
             .unwrap(),
         24
     );
     assert_eq!(
-        ghevents::archive::ensure_hours(&db.pool, from, to)
+        ghevents_core::archive::ensure_hours(&db.pool, from, to)
             .await
             .unwrap(),
         0
     );
     let now = Hour::parse("2015-01-03T10").unwrap().start() + chrono::Duration::minutes(5);
-    let due = ghevents::archive::due_hours(&db.pool, now, 5)
+    let due = ghevents_core::archive::due_hours(&db.pool, now, 5)
         .await
         .unwrap();
     let names: Vec<String> = due.iter().map(|h| h.to_string()).collect();
@@ -512,7 +512,7 @@ async fn ensure_and_due_hours() {
             "2015-01-01T04"
         ]
     );
-    let all = ghevents::archive::due_hours(&db.pool, now, 100)
+    let all = ghevents_core::archive::due_hours(&db.pool, now, 100)
         .await
         .unwrap();
     assert_eq!(all.len(), 25, "24 hours and the last complete one");
@@ -570,11 +570,11 @@ async fn the_enrichment_policy_of_archive_push_events() {
         4280 - from_cache
     );
     assert_eq!(
-        ghevents::outbox::pending(&db.pool).await.unwrap(),
+        ghevents_core::outbox::pending(&db.pool).await.unwrap(),
         0,
         "nothing for the queue"
     );
-    let totals = ghevents::archive::totals(&db.pool).await.unwrap();
+    let totals = ghevents_core::archive::totals(&db.pool).await.unwrap();
     assert_eq!(totals.push_not_enriched_by_policy, 4280 - from_cache);
 
     // ENRICH_ARCHIVE=true: the next hour's push events wait for enrichment.
@@ -616,16 +616,16 @@ async fn polled_events_are_untouched_and_counted_as_already_present() {
     // "Polling" stored every 7th event of the hour (source 'api').
     let path = file("2015-01-01-0.json.gz");
     let lines = raw_lines(&path);
-    let polled: Vec<ghevents::store::EventInsert> = lines
+    let polled: Vec<ghevents_core::store::EventInsert> = lines
         .iter()
         .step_by(7)
-        .map(|l| ghevents::store::EventInsert {
-            parsed: ghevents::event::parse_event_str(l).unwrap(),
-            raw: ghevents::raw::RawRef::Inline(l.clone()),
+        .map(|l| ghevents_core::store::EventInsert {
+            parsed: ghevents_core::event::parse_event_str(l).unwrap(),
+            raw: ghevents_core::raw::RawRef::Inline(l.clone()),
         })
         .collect();
     let t0 = Utc::now() - chrono::Duration::days(1);
-    ghevents::store::write_events(&db.pool, &polled, ghevents::store::Source::Api, t0)
+    ghevents_core::store::write_events(&db.pool, &polled, ghevents_core::store::Source::Api, t0)
         .await
         .unwrap();
     let n_polled = polled.len() as u64;
@@ -725,7 +725,7 @@ async fn a_body_that_is_not_gzip_fails_the_hour_with_the_reason() {
         text.contains("2015-01-01-3.json.gz") && text.contains("gzip"),
         "{text}"
     );
-    let r = ghevents::archive::store::report(&db.pool, hour)
+    let r = ghevents_core::archive::store::report(&db.pool, hour)
         .await
         .unwrap()
         .unwrap();

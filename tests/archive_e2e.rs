@@ -7,12 +7,12 @@
 mod aws_support;
 
 use aws_support::localstack;
-use ghevents::archive::{
+use ghevents_core::archive::{
     ArchiveOptions, Archiver, ByteChunks, Hour, HourObjects, HourStatus, HttpOptions,
 };
-use ghevents::clock::SystemClock;
-use ghevents::deadline::Deadline;
-use ghevents::raw::RawStoreError;
+use ghevents_core::clock::SystemClock;
+use ghevents_core::deadline::Deadline;
+use ghevents_core::raw::RawStoreError;
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
 use ghevents_tests::db::TestDb;
 use ghevents_tests::{data_dir, ghevents_bin};
@@ -262,7 +262,7 @@ async fn backfill_names_the_hours_not_done_and_a_second_run_finishes_the_rest() 
 }
 
 /// S3 with a small part size, so an hour file of a few MB is copied in parts.
-struct SmallParts(ghevents::aws::s3::S3Objects);
+struct SmallParts(ghevents_core::aws::s3::S3Objects);
 
 #[async_trait::async_trait]
 impl HourObjects for SmallParts {
@@ -301,7 +301,7 @@ async fn s3_mode_keeps_one_object_per_hour_whose_lines_are_the_stored_events() {
     std::fs::write(&big, &bytes).unwrap();
     server.serve_file("2015-01-02-1.json.gz", big.clone());
 
-    let s3 = ghevents::aws::s3::S3Objects {
+    let s3 = ghevents_core::aws::s3::S3Objects {
         client: aws.s3.clone(),
         bucket: bucket.clone(),
     };
@@ -326,7 +326,7 @@ async fn s3_mode_keeps_one_object_per_hour_whose_lines_are_the_stored_events() {
 
     let e = a.run_hour(h0, true, Deadline::NONE).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
-    let r = ghevents::archive::store::report(&db.pool, h0)
+    let r = ghevents_core::archive::store::report(&db.pool, h0)
         .await
         .unwrap()
         .unwrap();
@@ -394,7 +394,7 @@ async fn s3_mode_keeps_one_object_per_hour_whose_lines_are_the_stored_events() {
         sample.push(rows.iter().max_by_key(|r| r.get::<_, i32>(1)).unwrap());
         for r in sample {
             let (id, line): (i64, i32) = (r.get(0), r.get(1));
-            let raw = ghevents::raw::read_raw(&db.pool, Some(&s3), id)
+            let raw = ghevents_core::raw::read_raw(&db.pool, Some(&s3), id)
                 .await
                 .unwrap();
             assert_eq!(raw, lines[line as usize], "event {id}");

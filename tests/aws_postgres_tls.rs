@@ -4,7 +4,7 @@
 //! authenticates the client, so `pool.get()` succeeds exactly when the client accepted the
 //! server. It records whether each connection was encrypted.
 
-use ghevents::store::pool_with_env;
+use ghevents_core::store::pool_with_env;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::HashMap;

@@ -26,7 +26,7 @@ pub fn endpoint() -> String {
 /// The AWS configuration for an endpoint (LocalStack's credentials and region).
 pub async fn sdk_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(ghevents::aws::http_client())
+        .http_client(ghevents_core::aws::http_client())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "localstack"))
@@ -49,8 +49,8 @@ pub async fn localstack() -> Aws {
     }
     let sdk = sdk_for(&endpoint).await;
     Aws {
-        s3: ghevents::aws::s3_client(&sdk),
-        sqs: ghevents::aws::sqs_client(&sdk),
+        s3: ghevents_core::aws::s3_client(&sdk),
+        sqs: ghevents_core::aws::sqs_client(&sdk),
         sdk,
         endpoint,
     }
@@ -179,7 +179,7 @@ impl Aws {
         let mut m = HashMap::new();
         for msg in messages {
             let body = msg.body().unwrap_or_default();
-            let id = ghevents::aws::sqs::push_id_of(body)
+            let id = ghevents_core::aws::sqs::push_id_of(body)
                 .unwrap_or_else(|| panic!("message body is not {{\"push_id\": N}}: {body}"));
             *m.entry(id).or_default() += 1;
         }

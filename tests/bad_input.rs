@@ -4,9 +4,9 @@
 //! enrichment cache. One such event never costs the rest of its page, file or answer.
 
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::clock::ManualClock;
-use ghevents::ingest::Outcome;
-use ghevents::raw::{MemoryObjects, ObjectRaw, RawStore};
+use ghevents_core::clock::ManualClock;
+use ghevents_core::ingest::Outcome;
+use ghevents_core::raw::{MemoryObjects, ObjectRaw, RawStore};
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::push_event;
 use ghevents_tests::replay::{ReplayServer, Reply};
@@ -145,7 +145,7 @@ async fn a_page_with_a_lone_surrogate_a_nul_and_a_huge_number_is_stored_whole_in
     assert!(reason.contains("refused by Postgres"), "{reason}");
     assert!(r.get::<_, bool>(2));
     assert_eq!(r.get::<_, &[u8]>(3), events[99].as_bytes());
-    let raw = ghevents::raw::read_raw(&db.pool, None, HUGE_NUMBER_ID)
+    let raw = ghevents_core::raw::read_raw(&db.pool, None, HUGE_NUMBER_ID)
         .await
         .unwrap();
     assert_eq!(raw, events[99].as_bytes());
@@ -192,7 +192,7 @@ async fn a_page_with_a_lone_surrogate_a_nul_and_a_huge_number_is_stored_whole_in
             "event {id}"
         );
         assert_eq!(r.get::<_, i32>(3), line);
-        let bytes = ghevents::raw::read_raw(&db.pool, Some(objects.as_ref()), id)
+        let bytes = ghevents_core::raw::read_raw(&db.pool, Some(objects.as_ref()), id)
             .await
             .unwrap();
         assert_eq!(bytes, events[line as usize].as_bytes());

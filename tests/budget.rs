@@ -1,9 +1,9 @@
 //! The rate budget as every process shares it: in Postgres, with no header ever coming back.
 
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::budget::{Budget, Denied, Observation, Purpose};
-use ghevents::github::RateInfo;
-use ghevents::store::PgBudget;
+use ghevents_core::budget::{Budget, Denied, Observation, Purpose};
+use ghevents_core::github::RateInfo;
+use ghevents_core::store::PgBudget;
 use ghevents_tests::db::TestDb;
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -79,8 +79,8 @@ async fn requests_that_never_reached_github_cost_the_shared_budget_nothing() {
 /// Headers no GitHub would send: every wait they imply is at most an hour, and nothing panics.
 #[tokio::test]
 async fn absurd_rate_headers_make_no_process_wait_more_than_an_hour() {
-    use ghevents::clock::ManualClock;
-    use ghevents::github::{Fetched, GithubError};
+    use ghevents_core::clock::ManualClock;
+    use ghevents_core::github::{Fetched, GithubError};
     use ghevents_tests::replay::{ReplayServer, Reply};
     use std::sync::Arc;
     use std::time::Duration;

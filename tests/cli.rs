@@ -1,7 +1,7 @@
 //! The `ghevents` binary end to end, on the real GH Archive files and a local GitHub
 //! stand-in.
 
-use ghevents::clock::SystemClock;
+use ghevents_core::clock::SystemClock;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::events_page;
 use ghevents_tests::replay::{ReplayServer, Reply};
@@ -471,13 +471,13 @@ async fn ingest_once_with_raw_payloads_in_s3_writes_the_page_to_the_bucket_and_r
         5,
         "every event refers to its line of the object"
     );
-    let objects = ghevents::aws::s3::S3Objects {
+    let objects = ghevents_core::aws::s3::S3Objects {
         client: aws.s3.clone(),
         bucket: bucket.clone(),
     };
     for row in &rows {
         let id: i64 = row.get(0);
-        let bytes = ghevents::raw::read_raw(&db.pool, Some(&objects), id)
+        let bytes = ghevents_core::raw::read_raw(&db.pool, Some(&objects), id)
             .await
             .unwrap();
         let event: Value = serde_json::from_slice(&bytes).unwrap();

@@ -4,12 +4,12 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use ghevents::app::{github_config, App};
-use ghevents::clock::{Clock, ManualClock};
-use ghevents::config::Config;
-use ghevents::ingest::Outcome;
-use ghevents::store::PollState;
-use ghevents::store::EVENTS_FEED;
+use ghevents_core::app::{github_config, App};
+use ghevents_core::clock::{Clock, ManualClock};
+use ghevents_core::config::Config;
+use ghevents_core::ingest::Outcome;
+use ghevents_core::store::PollState;
+use ghevents_core::store::EVENTS_FEED;
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use github_sim::{Fault, FaultRule, Sim, SimConfig};
@@ -58,7 +58,7 @@ impl ghevents_ingest::MetricSink for Discard {
 fn ingest_deps(
     app: &App,
     clock: &ManualClock,
-) -> ghevents_ingest::Deps<ghevents::ingest::Ingestor> {
+) -> ghevents_ingest::Deps<ghevents_core::ingest::Ingestor> {
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let mut cycle = app.ingestor(None, None, stop);
     cycle.options.deadline_margin = Some(Duration::from_secs(1));
@@ -169,7 +169,7 @@ async fn an_enrich_batch_out_of_time_leaves_its_rows_pending_and_nothing_leased(
     let deps = ghevents_enrich::Deps {
         enricher,
         clock: Arc::new(clock.clone()),
-        metrics: Arc::new(ghevents::metrics::Stdout),
+        metrics: Arc::new(ghevents_core::metrics::Stdout),
         function_name: "enrich".into(),
     };
     let records: Vec<serde_json::Value> = ids

@@ -3,12 +3,12 @@
 //! ground truth: requests per login and repository, statuses, violations.
 
 use chrono::Utc;
-use ghevents::app::App;
-use ghevents::budget::Purpose;
-use ghevents::clock::{Clock, ManualClock, SystemClock};
-use ghevents::enrich::{EnrichOptions, Enricher};
-use ghevents::github::{GithubError, RetryPolicy};
-use ghevents::import::{import_file, Progress};
+use ghevents_core::app::App;
+use ghevents_core::budget::Purpose;
+use ghevents_core::clock::{Clock, ManualClock, SystemClock};
+use ghevents_core::enrich::{EnrichOptions, Enricher};
+use ghevents_core::github::{GithubError, RetryPolicy};
+use ghevents_core::import::{import_file, Progress};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use github_sim::{Fault, FaultRule, PathKind, Sim, SimConfig};

@@ -2,9 +2,9 @@
 //! requested, and an answer is cached only under the id it is about.
 
 use chrono::Utc;
-use ghevents::clock::SystemClock;
-use ghevents::github::RetryPolicy;
-use ghevents::import::{import_file, Progress};
+use ghevents_core::clock::SystemClock;
+use ghevents_core::github::RetryPolicy;
+use ghevents_core::import::{import_file, Progress};
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::push_event;
 use ghevents_tests::replay::{ReplayServer, Reply};

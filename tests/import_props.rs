@@ -4,8 +4,8 @@
 //! lines the parser reads with an id are stored — the rest are rejected with a reason.
 
 use chrono::Utc;
-use ghevents::event::parse_event_str;
-use ghevents::import::{import_file, Progress, MAX_LINE_BYTES};
+use ghevents_core::event::parse_event_str;
+use ghevents_core::import::{import_file, Progress, MAX_LINE_BYTES};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::mutate::{self, Mutation};

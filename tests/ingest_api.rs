@@ -3,11 +3,11 @@
 //! cases. Time is a manual clock: no test waits for a poll interval.
 
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::App;
-use ghevents::budget::Purpose;
-use ghevents::clock::{Clock, ManualClock};
-use ghevents::github::{GithubError, RetryPolicy};
-use ghevents::ingest::{IngestError, Ingestor, Outcome};
+use ghevents_core::app::App;
+use ghevents_core::budget::Purpose;
+use ghevents_core::clock::{Clock, ManualClock};
+use ghevents_core::github::{GithubError, RetryPolicy};
+use ghevents_core::ingest::{IngestError, Ingestor, Outcome};
 use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::{events_page, ids_of, page_body};

@@ -9,10 +9,10 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use aws_support::{localstack, Aws};
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::archive::{self, ArchiveOptions, Archiver, Hour, HttpOptions};
-use ghevents::aws::hours::{message_body, SqsHours};
-use ghevents::clock::ManualClock;
-use ghevents::deadline::Deadline;
+use ghevents_core::archive::{self, ArchiveOptions, Archiver, Hour, HttpOptions};
+use ghevents_core::aws::hours::{message_body, SqsHours};
+use ghevents_core::clock::ManualClock;
+use ghevents_core::deadline::Deadline;
 use ghevents_archive::{on_messages, on_schedule, Deps, MetricSink, START_MARGIN};
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
 use ghevents_tests::data_dir;
@@ -255,7 +255,7 @@ async fn an_hour_stopped_by_the_deadline_is_made_visible_again_and_resumed() {
         client: t.aws.sqs.clone(),
         queue_url: t.queue_url.clone(),
     };
-    use ghevents::aws::hours::HourQueue;
+    use ghevents_core::aws::hours::HourQueue;
     let report = queue.send_hours(&[h("2015-01-01T00")]).await;
     assert_eq!(report.sent.len(), 1, "{:?}", report.failed);
     let messages = t.receive(1).await;

@@ -10,12 +10,12 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use aws_support::{localstack, Aws};
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::App;
-use ghevents::aws::sqs::SqsQueue;
-use ghevents::clock::{Clock, ManualClock, SystemClock};
-use ghevents::enrich::Enricher;
-use ghevents::outbox::{self, FlushReport};
-use ghevents::queue::PushQueue;
+use ghevents_core::app::App;
+use ghevents_core::aws::sqs::SqsQueue;
+use ghevents_core::clock::{Clock, ManualClock, SystemClock};
+use ghevents_core::enrich::Enricher;
+use ghevents_core::outbox::{self, FlushReport};
+use ghevents_core::queue::PushQueue;
 use ghevents_enrich::{handler, Deps};
 use ghevents_tests::db::TestDb;
 use ghevents_tests::{data_dir, emf};
@@ -41,7 +41,7 @@ struct Harness {
 #[derive(Default)]
 struct Captured(std::sync::Mutex<Vec<String>>);
 
-impl ghevents::metrics::MetricSink for Captured {
+impl ghevents_core::metrics::MetricSink for Captured {
     fn emit(&self, line: &str) {
         self.0.lock().unwrap().push(line.to_owned());
     }
@@ -605,7 +605,7 @@ async fn a_push_whose_message_was_lost_is_sent_again_by_the_sweep() {
     // Its message is lost (dead-letter queue, retention); the other pushes are done.
     let lost: Vec<Message> = messages
         .iter()
-        .filter(|m| ghevents::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
+        .filter(|m| ghevents_core::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
         .cloned()
         .collect();
     assert_eq!(lost.len(), 1);
@@ -682,7 +682,7 @@ async fn a_message_for_a_push_not_yet_due_spends_nothing_and_leaves_it_to_the_ou
     let push = pushes[0];
     let early: Vec<Message> = messages
         .iter()
-        .filter(|m| ghevents::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
+        .filter(|m| ghevents_core::aws::sqs::push_id_of(m.body().unwrap()) == Some(push))
         .cloned()
         .collect();
     let due = h.clock.now() + chrono::Duration::hours(1);

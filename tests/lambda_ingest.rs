@@ -8,13 +8,13 @@ mod aws_support;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_support::{localstack, sdk_for, Aws};
 use chrono::{DateTime, TimeZone, Utc};
-use ghevents::app::App;
-use ghevents::aws::s3::S3Objects;
-use ghevents::aws::sqs::SqsQueue;
-use ghevents::clock::{Clock, ManualClock};
-use ghevents::ingest::{Ingestor, Outcome};
-use ghevents::queue::{MemoryQueue, PushQueue};
-use ghevents::raw::{read_raw, ObjectRaw, ObjectReader, RawStore};
+use ghevents_core::app::App;
+use ghevents_core::aws::s3::S3Objects;
+use ghevents_core::aws::sqs::SqsQueue;
+use ghevents_core::clock::{Clock, ManualClock};
+use ghevents_core::ingest::{Ingestor, Outcome};
+use ghevents_core::queue::{MemoryQueue, PushQueue};
+use ghevents_core::raw::{read_raw, ObjectRaw, ObjectReader, RawStore};
 use ghevents_ingest::{handler, Deps, HandlerError, MetricSink, Outbox, Response};
 use ghevents_tests::db::TestDb;
 use ghevents_tests::{data_dir, emf};
@@ -136,7 +136,7 @@ impl Harness {
                 pool: self.db.pool.clone(),
                 queue,
                 limit: 1000,
-                requeue_after: ghevents::outbox::REQUEUE_AFTER,
+                requeue_after: ghevents_core::outbox::REQUEUE_AFTER,
             }),
             clock: Arc::new(self.clock.clone()),
             metrics: self.metrics.clone(),
@@ -385,7 +385,7 @@ async fn s3_unavailable_commits_nothing_and_the_next_invocation_stores_the_pages
     h.until_next_poll().await;
     let deps = h.deps_with(
         Some(h.s3_raw_store(
-            &ghevents::aws::s3_client(&closed),
+            &ghevents_core::aws::s3_client(&closed),
             h.bucket.as_deref().unwrap(),
         )),
         Some(queue.clone()),
@@ -532,7 +532,7 @@ async fn only_ids_the_queue_took_are_marked_and_the_rest_go_out_with_the_next_fl
     let queue = Arc::new(MemoryQueue::new());
     queue.refuse_ids(&refused);
 
-    let first = ghevents::outbox::flush(&h.db.pool, queue.as_ref(), h.clock.now(), 10_000)
+    let first = ghevents_core::outbox::flush(&h.db.pool, queue.as_ref(), h.clock.now(), 10_000)
         .await
         .unwrap();
 
@@ -557,7 +557,7 @@ async fn only_ids_the_queue_took_are_marked_and_the_rest_go_out_with_the_next_fl
     let queue2 = MemoryQueue::new();
     let mut total = first.sent;
     loop {
-        let r = ghevents::outbox::flush(&h.db.pool, &queue2, h.clock.now(), 10_000)
+        let r = ghevents_core::outbox::flush(&h.db.pool, &queue2, h.clock.now(), 10_000)
             .await
             .unwrap();
         total += r.sent;
@@ -584,8 +584,8 @@ async fn two_flushes_at_once_never_send_the_same_row() {
     let (a, b) = (MemoryQueue::new(), MemoryQueue::new());
 
     let (ra, rb) = tokio::join!(
-        ghevents::outbox::flush(&h.db.pool, &a, h.clock.now(), 10_000),
-        ghevents::outbox::flush(&h.db.pool, &b, h.clock.now(), 10_000),
+        ghevents_core::outbox::flush(&h.db.pool, &a, h.clock.now(), 10_000),
+        ghevents_core::outbox::flush(&h.db.pool, &b, h.clock.now(), 10_000),
     );
 
     assert_eq!(ra.unwrap().sent + rb.unwrap().sent, pushes.len() as u64);
@@ -620,12 +620,12 @@ async fn the_outbox_is_left_to_a_cycle_that_is_running() {
         Outcome::Busy,
         "the same lock as the cycle's"
     );
-    let skipped = ghevents::outbox::flush_when_idle(
+    let skipped = ghevents_core::outbox::flush_when_idle(
         &h.db.pool,
         &queue,
         h.clock.now(),
         1000,
-        ghevents::outbox::REQUEUE_AFTER,
+        ghevents_core::outbox::REQUEUE_AFTER,
     )
     .await
     .unwrap();
@@ -639,12 +639,12 @@ async fn the_outbox_is_left_to_a_cycle_that_is_running() {
         )
         .await
         .unwrap();
-    let r = ghevents::outbox::flush_when_idle(
+    let r = ghevents_core::outbox::flush_when_idle(
         &h.db.pool,
         &queue,
         h.clock.now(),
         1000,
-        ghevents::outbox::REQUEUE_AFTER,
+        ghevents_core::outbox::REQUEUE_AFTER,
     )
     .await
     .unwrap()

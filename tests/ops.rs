@@ -201,8 +201,8 @@ fn parser_ref_types() -> std::collections::HashMap<i64, Option<&'static str>> {
         .map(|l| l.unwrap())
         .filter(|l| !l.is_empty())
         .filter_map(
-            |l| match ghevents::event::parse_event_str(std::str::from_utf8(&l).unwrap()) {
-                Ok(ghevents::event::Parsed::Push(_, p)) => Some((p.push_id, p.ref_type())),
+            |l| match ghevents_core::event::parse_event_str(std::str::from_utf8(&l).unwrap()) {
+                Ok(ghevents_core::event::Parsed::Push(_, p)) => Some((p.push_id, p.ref_type())),
                 _ => None,
             },
         )
@@ -373,10 +373,10 @@ async fn a_reparse_killed_half_way_completes_on_the_next_run_without_duplicates(
 
 #[tokio::test]
 async fn reparse_reads_payloads_stored_as_object_lines() {
-    use ghevents::raw::RawRef;
-    use ghevents::raw::{encode_page, MemoryObjects, ObjectWriter};
-    use ghevents::reparse::{reparse, ReparseOptions, ReparseProgress};
-    use ghevents::store::{write_events, EventInsert, Source};
+    use ghevents_core::raw::RawRef;
+    use ghevents_core::raw::{encode_page, MemoryObjects, ObjectWriter};
+    use ghevents_core::reparse::{reparse, ReparseOptions, ReparseProgress};
+    use ghevents_core::store::{write_events, EventInsert, Source};
     let db = TestDb::new().await;
     let texts = [
         r#"{"id":"11","type":"PushEvent","actor":{"id":1,"login":"a"},"repo":{"id":2,"name":"a/b"},"payload":{"push_id":101,"ref":"refs/tags/v1","head":"h","before":"b"},"public":true,"created_at":"2026-01-01T00:00:00Z"}"#,
@@ -398,7 +398,7 @@ async fn reparse_reads_payloads_stored_as_object_lines() {
         .iter()
         .enumerate()
         .map(|(i, t)| EventInsert {
-            parsed: ghevents::event::parse_event_str(t).unwrap(),
+            parsed: ghevents_core::event::parse_event_str(t).unwrap(),
             raw: RawRef::Object {
                 key: key.into(),
                 line: i as i32,
@@ -409,7 +409,7 @@ async fn reparse_reads_payloads_stored_as_object_lines() {
         .await
         .unwrap();
     exec(&db, "UPDATE push_events SET ref_type = NULL").await;
-    let clock = ghevents::clock::SystemClock;
+    let clock = ghevents_core::clock::SystemClock;
 
     // Without an object store client nothing can be read: counted, left as it is.
     let s = reparse(
@@ -461,9 +461,9 @@ async fn reparse_reads_payloads_stored_as_object_lines() {
 
 #[tokio::test]
 async fn check_and_reparse_read_raw_objects_from_s3() {
-    use ghevents::raw::encode_page;
-    use ghevents::raw::RawRef;
-    use ghevents::store::{write_events, EventInsert, Source};
+    use ghevents_core::raw::encode_page;
+    use ghevents_core::raw::RawRef;
+    use ghevents_core::store::{write_events, EventInsert, Source};
     let aws = aws_support::localstack().await;
     let bucket = aws.bucket().await;
     let db = TestDb::new().await;
@@ -495,7 +495,7 @@ async fn check_and_reparse_read_raw_objects_from_s3() {
         .iter()
         .enumerate()
         .map(|(i, t)| EventInsert {
-            parsed: ghevents::event::parse_event_str(t).unwrap(),
+            parsed: ghevents_core::event::parse_event_str(t).unwrap(),
             raw: RawRef::Object {
                 key: key.into(),
                 line: i as i32,
@@ -503,7 +503,7 @@ async fn check_and_reparse_read_raw_objects_from_s3() {
         })
         .collect();
     batch.push(EventInsert {
-        parsed: ghevents::event::parse_event_str(&push(23, 203, "refs/heads/x")).unwrap(),
+        parsed: ghevents_core::event::parse_event_str(&push(23, 203, "refs/heads/x")).unwrap(),
         raw: RawRef::Object {
             key: lost.into(),
             line: 0,

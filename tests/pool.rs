@@ -2,10 +2,10 @@
 //! under it (failover), the migration lock held elsewhere, migrations skipped at start, and
 //! a password rotated under a running process.
 
-use ghevents::app::App;
-use ghevents::clock::SystemClock;
-use ghevents::config::Config;
-use ghevents::store::{
+use ghevents_core::app::App;
+use ghevents_core::clock::SystemClock;
+use ghevents_core::config::Config;
+use ghevents_core::store::{
     self, CredentialSource, DbCredentials, MigrateOptions, PoolOptions, StoreError,
 };
 use ghevents_tests::db::TestDb;
@@ -319,8 +319,8 @@ struct NoCycle;
 impl ghevents_ingest::IngestCycle for NoCycle {
     async fn run_cycle(
         &self,
-        _deadline: ghevents::deadline::Deadline,
-    ) -> Result<ghevents::ingest::CycleSummary, ghevents::ingest::IngestError> {
+        _deadline: ghevents_core::deadline::Deadline,
+    ) -> Result<ghevents_core::ingest::CycleSummary, ghevents_core::ingest::IngestError> {
         panic!("a migrate invocation runs no ingest cycle");
     }
 }

@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use ghevents::app::App;
-use ghevents::archive::{self, ArchiveOptions, Archiver, Hour, HourObjects, HourReport};
-use ghevents::config::RawPayloadStore;
-use ghevents::deadline::Deadline;
+use ghevents_core::app::App;
+use ghevents_core::archive::{self, ArchiveOptions, Archiver, Hour, HourObjects, HourReport};
+use ghevents_core::config::RawPayloadStore;
+use ghevents_core::deadline::Deadline;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -16,8 +16,8 @@ use std::time::Duration;
 pub async fn archiver(app: &App) -> Result<Archiver> {
     let objects: Option<Arc<dyn HourObjects>> =
         if app.config.raw_payload_store == RawPayloadStore::S3 {
-            let sdk = ghevents::aws::sdk_config().await;
-            ghevents::aws::hour_objects(&app.config, &sdk)
+            let sdk = ghevents_core::aws::sdk_config().await;
+            ghevents_core::aws::hour_objects(&app.config, &sdk)
         } else {
             None
         };

@@ -2,9 +2,9 @@
 //! function's hours queue instead of importing them here.
 
 use anyhow::Result;
-use ghevents::app::App;
-use ghevents::archive::{self, Hour, HourReport};
-use ghevents::aws::hours::{HourQueue, SqsHours};
+use ghevents_core::app::App;
+use ghevents_core::archive::{self, Hour, HourReport};
+use ghevents_core::aws::hours::{HourQueue, SqsHours};
 use std::process::ExitCode;
 
 /// Creates the `pending` rows of [from, to] that do not exist, then sends one message per hour
@@ -36,9 +36,9 @@ pub async fn enqueue(
             hours.len()
         );
     }
-    let sdk = ghevents::aws::sdk_config().await;
+    let sdk = ghevents_core::aws::sdk_config().await;
     let queue = SqsHours {
-        client: ghevents::aws::sqs_client(&sdk),
+        client: ghevents_core::aws::sqs_client(&sdk),
         queue_url: queue_url.to_owned(),
     };
     let report = queue.send_hours(&hours).await;

@@ -6,14 +6,14 @@ mod fanout;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ghevents::app::App;
-use ghevents::budget::Purpose;
-use ghevents::clock::{Clock, SystemClock};
-use ghevents::config::{Config, LogFormat, RawPayloadStore};
-use ghevents::import::{import_file, ImportSummary, Progress};
-use ghevents::ingest::{outcome_str, CycleSummary, IngestError};
-use ghevents::raw::{ObjectReader, RawStore};
-use ghevents::store;
+use ghevents_core::app::App;
+use ghevents_core::budget::Purpose;
+use ghevents_core::clock::{Clock, SystemClock};
+use ghevents_core::config::{Config, LogFormat, RawPayloadStore};
+use ghevents_core::import::{import_file, ImportSummary, Progress};
+use ghevents_core::ingest::{outcome_str, CycleSummary, IngestError};
+use ghevents_core::raw::{ObjectReader, RawStore};
+use ghevents_core::store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -104,7 +104,7 @@ enum Command {
     /// are judged lost. Exit 1 when the queue refused some, or an ingest cycle was running.
     Requeue {
         /// A pending row whose message went out this long ago is sent again (90s, 20m, 1h).
-        #[arg(long, default_value = "20m", value_parser = ghevents::check::parse_duration)]
+        #[arg(long, default_value = "20m", value_parser = ghevents_core::check::parse_duration)]
         lost_after: chrono::Duration,
         #[arg(long)]
         json: bool,
@@ -122,17 +122,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         s3_sample: u32,
         /// A push event still pending this long after it was enqueued is stale (90s, 5m, 1h, 2d).
-        #[arg(long, default_value = "1h", value_parser = ghevents::check::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = ghevents_core::check::parse_duration)]
         stale_after: chrono::Duration,
         /// How long past its lease an in_progress row may stay.
-        #[arg(long, default_value = "1m", value_parser = ghevents::check::parse_duration)]
+        #[arg(long, default_value = "1m", value_parser = ghevents_core::check::parse_duration)]
         lease_grace: chrono::Duration,
     },
     /// Import one GH Archive hour now (whatever its backoff says); exit 1 unless it is done.
     Archive {
         /// The hour, UTC: 2015-01-01T00 (or 2015-01-01-0).
         #[arg(long)]
-        hour: ghevents::archive::Hour,
+        hour: ghevents_core::archive::Hour,
         #[arg(long)]
         json: bool,
     },
@@ -141,10 +141,10 @@ enum Command {
     Backfill {
         /// The first hour, UTC: 2015-01-01T00.
         #[arg(long)]
-        from: ghevents::archive::Hour,
+        from: ghevents_core::archive::Hour,
         /// The last hour (included).
         #[arg(long)]
-        to: ghevents::archive::Hour,
+        to: ghevents_core::archive::Hour,
         /// Hours imported at the same time.
         #[arg(long, default_value_t = 2)]
         parallel: usize,
@@ -158,10 +158,10 @@ enum Command {
     /// GH Archive hours: status, lines, stored, already present (polled) and the shares.
     Coverage {
         #[arg(long)]
-        from: Option<ghevents::archive::Hour>,
+        from: Option<ghevents_core::archive::Hour>,
         /// The last hour (included).
         #[arg(long)]
-        to: Option<ghevents::archive::Hour>,
+        to: Option<ghevents_core::archive::Hour>,
         #[arg(long)]
         json: bool,
     },
@@ -201,7 +201,7 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _failpoints = ghevents::failpoints::setup();
+    let _failpoints = ghevents_core::failpoints::setup();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -223,7 +223,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Migrate { json } = cli.command {
-        let pool = ghevents::app::pool(&config, &store::PoolOptions::new(2))?;
+        let pool = ghevents_core::app::pool(&config, &store::PoolOptions::new(2))?;
         let applied = store::migrate(&pool).await.context("applying migrations")?;
         if json {
             print_json(&serde_json::json!({ "migrations_applied": applied }))?;
@@ -325,7 +325,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             stale_after,
             lease_grace,
         } => {
-            let opts = ghevents::check::CheckOptions {
+            let opts = ghevents_core::check::CheckOptions {
                 s3_sample,
                 stale_after,
                 lease_grace,
@@ -340,7 +340,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             pause_ms,
             json,
         } => {
-            let opts = ghevents::reparse::ReparseOptions {
+            let opts = ghevents_core::reparse::ReparseOptions {
                 event_type,
                 since,
                 until,
@@ -428,8 +428,8 @@ async fn raw_store(config: &Config) -> Option<Arc<dyn RawStore>> {
     match config.raw_payload_store {
         RawPayloadStore::Postgres => None,
         RawPayloadStore::S3 => {
-            let sdk = ghevents::aws::sdk_config().await;
-            ghevents::aws::raw_store(config, &sdk)
+            let sdk = ghevents_core::aws::sdk_config().await;
+            ghevents_core::aws::raw_store(config, &sdk)
         }
     }
 }
@@ -460,7 +460,7 @@ async fn run_loop(
             enricher
                 .run_loop_with(stop, |d| {
                     if export {
-                        metrics::record(&ghevents::metrics::enrich_figures(d));
+                        metrics::record(&ghevents_core::metrics::enrich_figures(d));
                     }
                 })
                 .await
@@ -494,8 +494,8 @@ async fn run_loop(
                 Err(e) => eprintln!("ghevents: cycle failed ({}): {e}", e.code()),
             }
             if export {
-                let failed = ghevents::ingest::CycleSummary::new(ghevents::ingest::Outcome::Failed);
-                metrics::record(&ghevents::metrics::cycle_figures(
+                let failed = ghevents_core::ingest::CycleSummary::new(ghevents_core::ingest::Outcome::Failed);
+                metrics::record(&ghevents_core::metrics::cycle_figures(
                     r.as_ref().unwrap_or(&failed),
                 ));
             }
@@ -590,7 +590,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
             "budget_split": {
                 "ingest_available": budget.available(Purpose::Ingest, reserve, now),
                 "enrich_available": budget.available(Purpose::Enrich, reserve, now),
-                "ingest_reserve": ghevents::budget::enrich_floor(reserve, budget.limit),
+                "ingest_reserve": ghevents_core::budget::enrich_floor(reserve, budget.limit),
             },
             "polls": polls,
             "counts": counts,
@@ -614,7 +614,7 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
         "  split: ingest may use {}, enrichment {} (ingest reserve {}); in flight {}; secondary-limit wait until {}",
         budget.available(Purpose::Ingest, reserve, now),
         budget.available(Purpose::Enrich, reserve, now),
-        ghevents::budget::enrich_floor(reserve, budget.limit),
+        ghevents_core::budget::enrich_floor(reserve, budget.limit),
         budget.in_flight,
         t(budget.retry_after_until)
     );
@@ -670,19 +670,19 @@ async fn status(app: &App, json: bool) -> Result<ExitCode> {
 }
 
 /// The raw object store (S3) when `RAW_PAYLOAD_BUCKET` names one, for reading payloads back.
-async fn object_reader(config: &Config) -> Option<ghevents::aws::s3::S3Objects> {
+async fn object_reader(config: &Config) -> Option<ghevents_core::aws::s3::S3Objects> {
     let bucket = config.raw_payload_bucket.clone()?;
-    let sdk = ghevents::aws::sdk_config().await;
-    Some(ghevents::aws::s3::S3Objects {
-        client: ghevents::aws::s3_client(&sdk),
+    let sdk = ghevents_core::aws::sdk_config().await;
+    Some(ghevents_core::aws::s3::S3Objects {
+        client: ghevents_core::aws::s3_client(&sdk),
         bucket,
     })
 }
 
-async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> Result<ExitCode> {
+async fn check(app: &App, opts: &ghevents_core::check::CheckOptions, json: bool) -> Result<ExitCode> {
     let objects = object_reader(&app.config).await;
     let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
-    let report = ghevents::check::run_checks(&app.pool, reader, opts, app.clock.now()).await?;
+    let report = ghevents_core::check::run_checks(&app.pool, reader, opts, app.clock.now()).await?;
     if json {
         let v = serde_json::json!({
             "healthy": report.is_healthy(),
@@ -729,10 +729,10 @@ async fn check(app: &App, opts: &ghevents::check::CheckOptions, json: bool) -> R
 
 async fn reparse(
     app: &App,
-    opts: &ghevents::reparse::ReparseOptions,
+    opts: &ghevents_core::reparse::ReparseOptions,
     json: bool,
 ) -> Result<ExitCode> {
-    use ghevents::reparse::{count_events, ReparseProgress};
+    use ghevents_core::reparse::{count_events, ReparseProgress};
     let progress = Arc::new(ReparseProgress::default());
     let total = count_events(&app.pool, opts).await?;
     let (pos, items) = (progress.clone(), progress.clone());
@@ -750,7 +750,7 @@ async fn reparse(
     let objects = object_reader(&app.config).await;
     let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
     let result =
-        ghevents::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
+        ghevents_core::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
     meter.finish();
     let s = result.context("reparsing")?;
     if json {

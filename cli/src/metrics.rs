@@ -1,12 +1,12 @@
 //! The Prometheus endpoint of `ghevents run` (`--metrics-addr` / `METRICS_ADDR`, off unless
-//! set): the figures the Lambda functions write as EMF (`ghevents::metrics`), recorded in the
+//! set): the figures the Lambda functions write as EMF (`ghevents_core::metrics`), recorded in the
 //! `metrics` facade and served by `metrics-exporter-prometheus` at `http://ADDR/metrics`.
 //! Counters add up every cycle and drain; gauges (rate remaining, feed lag, enrichment
 //! backlog and its age, gaps of the last 24 h) hold the latest value.
 
 use anyhow::{Context, Result};
-use ghevents::clock::{sleep_or_stop, Clock};
-use ghevents::metrics::{Figure, Kind};
+use ghevents_core::clock::{sleep_or_stop, Clock};
+use ghevents_core::metrics::{Figure, Kind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub fn spawn_observer(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match ghevents::store::cycles::observe(&pool, clock.now()).await {
+            match ghevents_core::store::cycles::observe(&pool, clock.now()).await {
                 Ok(o) => record(&o.figures()),
                 Err(e) => {
                     tracing::warn!(error = %e, error_code = "observe_failed", "stored state not measured for /metrics")

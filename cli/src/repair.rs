@@ -1,8 +1,8 @@
 //! `ghevents retry` and `ghevents requeue`: the operator's repairs of the enrichment queue.
 
 use anyhow::{Context, Result};
-use ghevents::app::App;
-use ghevents::repair::{self, RequeueReport, RetryOptions, RetryReport, RetryScope};
+use ghevents_core::app::App;
+use ghevents_core::repair::{self, RequeueReport, RetryOptions, RetryReport, RetryScope};
 use std::process::ExitCode;
 
 pub async fn retry(
@@ -73,9 +73,9 @@ pub async fn requeue(app: &App, after: chrono::Duration, json: bool) -> Result<E
             "ENRICH_QUEUE_URL is not set: requeue sends push ids to that SQS queue (without one, the enrichment worker reads pending rows from Postgres and nothing needs requeueing)"
         );
     };
-    let sdk = ghevents::aws::sdk_config().await;
-    let queue = ghevents::aws::sqs::SqsQueue {
-        client: ghevents::aws::sqs_client(&sdk),
+    let sdk = ghevents_core::aws::sdk_config().await;
+    let queue = ghevents_core::aws::sqs::SqsQueue {
+        client: ghevents_core::aws::sqs_client(&sdk),
         queue_url: queue_url.clone(),
     };
     let after = after

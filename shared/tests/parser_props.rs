@@ -6,8 +6,8 @@
 #[allow(dead_code)]
 mod mutate;
 
-use ghevents::event::{parse_event_str, ParseError, Parsed};
-use ghevents::sanitize;
+use ghevents_core::event::{parse_event_str, ParseError, Parsed};
+use ghevents_core::sanitize;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use std::borrow::Cow;

@@ -49,7 +49,7 @@ impl TestDb {
     /// A new, migrated database.
     pub async fn new() -> Self {
         let db = Self::new_empty().await;
-        ghevents::store::migrate(&db.pool).await.expect("migrate");
+        ghevents_core::store::migrate(&db.pool).await.expect("migrate");
         db
     }
 
@@ -64,7 +64,7 @@ impl TestDb {
             .await
             .expect("create database");
         let url = with_dbname(&admin_url, &name);
-        let pool = ghevents::store::pool(&url, 8).expect("pool");
+        let pool = ghevents_core::store::pool(&url, 8).expect("pool");
         Self {
             name,
             url,

@@ -8,10 +8,10 @@ pub mod fixtures;
 pub mod mutate;
 pub mod replay;
 
-use ghevents::app::{github_config, App};
-use ghevents::clock::Clock;
-use ghevents::config::Config;
-use ghevents::github::RetryPolicy;
+use ghevents_core::app::{github_config, App};
+use ghevents_core::clock::Clock;
+use ghevents_core::config::Config;
+use ghevents_core::github::RetryPolicy;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ghevents::clock::Clock;
+use ghevents_core::clock::Clock;
 use http::HeaderMap;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};

@@ -2,7 +2,7 @@
 //! event sources (see [`dispatch`]):
 //!
 //! - **the hourly schedule** (EventBridge, some minutes past the hour): the hours that are
-//!   due (`ghevents::archive::due_hours`: the last complete hour, plus `pending`/`failed`
+//!   due (`ghevents_core::archive::due_hours`: the last complete hour, plus `pending`/`failed`
 //!   hours whose next attempt has come and `in_progress` ones whose lease ran out) go onto
 //!   the hours queue, one message per hour, body `{"hour":"2015-01-01T00"}`;
 //! - **an SQS batch from the hours queue**: each hour is imported
@@ -29,11 +29,11 @@
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use ghevents::archive::{self, ArchiveError, Archiver, Hour, HourReport, HourStatus};
-use ghevents::aws::hours::{hour_of, HourQueue};
-use ghevents::clock::Clock;
-use ghevents::deadline::Deadline;
-use ghevents::store::StoreError;
+use ghevents_core::archive::{self, ArchiveError, Archiver, Hour, HourReport, HourStatus};
+use ghevents_core::aws::hours::{hour_of, HourQueue};
+use ghevents_core::clock::Clock;
+use ghevents_core::deadline::Deadline;
+use ghevents_core::store::StoreError;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use std::sync::Arc;
@@ -386,9 +386,9 @@ pub fn emf_line(function_name: &str, at: DateTime<Utc>, t: &Tally) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use ghevents::aws::hours::{message_body, HourSendReport};
-    use ghevents::clock::ManualClock;
-    use ghevents::queue::QueueError;
+    use ghevents_core::aws::hours::{message_body, HourSendReport};
+    use ghevents_core::clock::ManualClock;
+    use ghevents_core::queue::QueueError;
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 

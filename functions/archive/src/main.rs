@@ -1,12 +1,12 @@
 //! The archive Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
 
 use anyhow::Context;
-use ghevents::app::App;
-use ghevents::archive::{ArchiveOptions, Archiver};
-use ghevents::aws::hours::SqsHours;
-use ghevents::aws::{init_tracing, LambdaEnv};
-use ghevents::clock::SystemClock;
-use ghevents::config::Config;
+use ghevents_core::app::App;
+use ghevents_core::archive::{ArchiveOptions, Archiver};
+use ghevents_core::aws::hours::SqsHours;
+use ghevents_core::aws::{init_tracing, LambdaEnv};
+use ghevents_core::clock::SystemClock;
+use ghevents_core::config::Config;
 use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
     .await
     .context("connecting to Postgres")?;
     // S3 mode: each hour's file is copied to the raw bucket and imported from that copy.
-    let objects = ghevents::aws::hour_objects(&env.config, &env.sdk);
+    let objects = ghevents_core::aws::hour_objects(&env.config, &env.sdk);
     let archiver = Archiver::new(
         app.pool.clone(),
         app.clock.clone(),
@@ -46,7 +46,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         archive: archiver,
         queue: Arc::new(SqsHours {
-            client: ghevents::aws::sqs_client(&env.sdk),
+            client: ghevents_core::aws::sqs_client(&env.sdk),
             queue_url,
         }),
         clock: app.clock.clone(),

@@ -4,7 +4,7 @@
 //! The push event's row is the truth and a message only a nudge: whatever happens to a push
 //! event, its message is acked, and a row that must be tried again is put back in the outbox
 //! (`enqueued_at` NULL, `next_attempt_at` its due time), which sends a new message for that
-//! time (see `ghevents::outbox`). A message never waits on the queue for a budget or a lease,
+//! time (see `ghevents_core::outbox`). A message never waits on the queue for a budget or a lease,
 //! so no push event is lost to `maxReceiveCount` or to the retention period.
 //!
 //! | outcome | message |
@@ -30,11 +30,11 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use ghevents::aws::sqs::push_id_of;
-use ghevents::clock::Clock;
-use ghevents::deadline::Deadline;
-use ghevents::enrich::{DrainSummary, EnrichError, Enricher, ItemOutcome};
-use ghevents::metrics::{enrich_figures, Emf, MetricSink, Observed, Unit, NAMESPACE};
+use ghevents_core::aws::sqs::push_id_of;
+use ghevents_core::clock::Clock;
+use ghevents_core::deadline::Deadline;
+use ghevents_core::enrich::{DrainSummary, EnrichError, Enricher, ItemOutcome};
+use ghevents_core::metrics::{enrich_figures, Emf, MetricSink, Observed, Unit, NAMESPACE};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl EnrichPushes for Enricher {
     }
 
     async fn observe(&self, now: DateTime<Utc>) -> Option<Observed> {
-        match ghevents::store::cycles::observe(&self.pool, now).await {
+        match ghevents_core::store::cycles::observe(&self.pool, now).await {
             Ok(o) => Some(o),
             Err(e) => {
                 warn!(error = %e, error_code = "observe_failed", "backlog not measured for the metric line");
@@ -90,7 +90,7 @@ impl EnrichPushes for Enricher {
 pub struct Deps<E> {
     pub enricher: E,
     pub clock: Arc<dyn Clock>,
-    /// Where the invocation's metric line goes ([`ghevents::metrics::Stdout`] in Lambda).
+    /// Where the invocation's metric line goes ([`ghevents_core::metrics::Stdout`] in Lambda).
     pub metrics: Arc<dyn MetricSink>,
     /// `AWS_LAMBDA_FUNCTION_NAME`: the metrics' dimension.
     pub function_name: String,

@@ -1,10 +1,10 @@
 //! The enrich Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
 
 use anyhow::Context;
-use ghevents::app::App;
-use ghevents::aws::{init_tracing, LambdaEnv};
-use ghevents::clock::SystemClock;
-use ghevents::config::Config;
+use ghevents_core::app::App;
+use ghevents_core::aws::{init_tracing, LambdaEnv};
+use ghevents_core::clock::SystemClock;
+use ghevents_core::config::Config;
 use ghevents_enrich::{handler, Deps};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         enricher: app.enricher(),
         clock: app.clock.clone(),
-        metrics: Arc::new(ghevents::metrics::Stdout),
+        metrics: Arc::new(ghevents_core::metrics::Stdout),
         function_name: env
             .config
             .function_name

@@ -4,7 +4,7 @@
 //! - Outbox first: push ids committed by an earlier invocation but never handed to the queue
 //!   (it crashed or the queue failed after the commit), and those enrichment put back for a
 //!   later attempt, are sent when due (with a delivery delay); rows whose message was lost
-//!   long ago are sent again (see `ghevents::outbox`).
+//!   long ago are sent again (see `ghevents_core::outbox`).
 //! - Then one [`Ingestor::run_cycle_before`] the invocation's deadline (`Context::deadline`).
 //!   `NotDue`, `Busy`, `RateLimited` and `DeadlineReached` are successful
 //!   invocations that did nothing; a failed cycle is an error whose diagnostic type says
@@ -19,19 +19,19 @@
 //!   `NotModified`, `GapSuspected`, `RateRemaining`, `IngestCycleDuration`) and what the
 //!   database says now (`FeedLagSeconds`, `EnrichBacklog`, `EnrichBacklogAgeSeconds`), with
 //!   details as properties (`outcome`, `OutboxSent`, `IngestRequests`, `GapsLast24h`, …); see
-//!   [`emf_line`] and `ghevents::metrics`.
+//!   [`emf_line`] and `ghevents_core::metrics`.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use ghevents::clock::Clock;
-use ghevents::deadline::Deadline;
-use ghevents::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
-use ghevents::metrics::{cycle_figures, Emf, Observed, NAMESPACE};
-pub use ghevents::metrics::{MetricSink, Stdout};
-use ghevents::outbox::{self, FlushReport};
-use ghevents::queue::PushQueue;
-use ghevents::store::{self, StoreError};
+use ghevents_core::clock::Clock;
+use ghevents_core::deadline::Deadline;
+use ghevents_core::ingest::{outcome_str, CycleSummary, IngestError, Ingestor, Outcome};
+use ghevents_core::metrics::{cycle_figures, Emf, Observed, NAMESPACE};
+pub use ghevents_core::metrics::{MetricSink, Stdout};
+use ghevents_core::outbox::{self, FlushReport};
+use ghevents_core::queue::PushQueue;
+use ghevents_core::store::{self, StoreError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use std::sync::Arc;
@@ -245,7 +245,7 @@ pub async fn handler<C: IngestCycle>(
     }
 }
 
-pub use ghevents::metrics::counts_as_success;
+pub use ghevents_core::metrics::counts_as_success;
 
 /// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
 /// `FunctionName`, the cycle's figures (`IngestCycleSuccess` is 1, or 0 for a cycle that did
@@ -345,7 +345,7 @@ mod tests {
             "{}",
             d.error_message
         );
-        let gone = IngestError::Raw(ghevents::raw::RawStoreError::new(
+        let gone = IngestError::Raw(ghevents_core::raw::RawStoreError::new(
             "PutObject",
             false,
             "NoSuchBucket",

@@ -1,10 +1,10 @@
 //! The ingest Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
 
 use anyhow::Context;
-use ghevents::app::App;
-use ghevents::aws::{init_tracing, LambdaEnv};
-use ghevents::clock::SystemClock;
-use ghevents::config::Config;
+use ghevents_core::app::App;
+use ghevents_core::aws::{init_tracing, LambdaEnv};
+use ghevents_core::clock::SystemClock;
+use ghevents_core::config::Config;
 use ghevents_ingest::{dispatch, Deps, Outbox, Stdout, OUTBOX_FLUSH_LIMIT};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
             pool: app.pool.clone(),
             queue,
             limit: OUTBOX_FLUSH_LIMIT,
-            requeue_after: ghevents::outbox::REQUEUE_AFTER,
+            requeue_after: ghevents_core::outbox::REQUEUE_AFTER,
         }),
         clock: app.clock.clone(),
         metrics: Arc::new(Stdout),

@@ -15,10 +15,10 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::{Parser, Subcommand};
-use ghevents::app::App;
-use ghevents::aws::{init_tracing, s3_client, sqs_client, LambdaEnv};
-use ghevents::clock::SystemClock;
-use ghevents::config::Config;
+use ghevents_core::app::App;
+use ghevents_core::aws::{init_tracing, s3_client, sqs_client, LambdaEnv};
+use ghevents_core::clock::SystemClock;
+use ghevents_core::config::Config;
 use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -101,7 +101,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _failpoints = ghevents::failpoints::setup();
+    let _failpoints = ghevents_core::failpoints::setup();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -121,7 +121,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
-    let sdk = ghevents::aws::sdk_config().await;
+    let sdk = ghevents_core::aws::sdk_config().await;
     let sqs = sqs_client(&sdk);
     let s3 = s3_client(&sdk);
     match cli.command {
@@ -166,7 +166,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             for id in &ids {
                 sqs.send_message()
                     .queue_url(&queue_url)
-                    .message_body(ghevents::aws::sqs::message_body(*id))
+                    .message_body(ghevents_core::aws::sqs::message_body(*id))
                     .send()
                     .await?;
             }
@@ -194,7 +194,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             let msgs = receive_all(&sqs, &queue_url, 60).await?;
             let ids: Vec<serde_json::Value> = msgs
                 .iter()
-                .map(|(_, body, _)| match ghevents::aws::sqs::push_id_of(body) {
+                .map(|(_, body, _)| match ghevents_core::aws::sqs::push_id_of(body) {
                     Some(id) => id.into(),
                     None => body.clone().into(),
                 })
@@ -437,7 +437,7 @@ async fn ingest(config: Config) -> Result<ExitCode> {
             pool: app.pool.clone(),
             queue,
             limit: ghevents_ingest::OUTBOX_FLUSH_LIMIT,
-            requeue_after: ghevents::outbox::REQUEUE_AFTER,
+            requeue_after: ghevents_core::outbox::REQUEUE_AFTER,
         }),
         clock: app.clock.clone(),
         metrics: Arc::new(ghevents_ingest::Stdout),
@@ -510,7 +510,7 @@ async fn enrich(config: Config, batches: u32, idle: u32) -> Result<ExitCode> {
     let deps = ghevents_enrich::Deps {
         enricher: app.enricher(),
         clock: app.clock.clone(),
-        metrics: Arc::new(ghevents::metrics::Stdout),
+        metrics: Arc::new(ghevents_core::metrics::Stdout),
         function_name: "enrich".into(),
     };
     let (mut done, mut empty, mut failed_invocations) = (0u32, 0u32, 0u32);
@@ -590,12 +590,12 @@ async fn enrich(config: Config, batches: u32, idle: u32) -> Result<ExitCode> {
 
 async fn verify_raw(config: Config, s3: aws_sdk_s3::Client) -> Result<ExitCode> {
     let env = LambdaEnv::from_config(config).await.context("secrets")?;
-    let pool = ghevents::app::pool(&env.config, &ghevents::store::PoolOptions::new(4))?;
+    let pool = ghevents_core::app::pool(&env.config, &ghevents_core::store::PoolOptions::new(4))?;
     let objects = env
         .config
         .raw_payload_bucket
         .clone()
-        .map(|bucket| ghevents::aws::s3::S3Objects { client: s3, bucket });
+        .map(|bucket| ghevents_core::aws::s3::S3Objects { client: s3, bucket });
     let client = pool.get().await?;
     let ids: Vec<i64> = client
         .query("SELECT event_id FROM github_events ORDER BY event_id", &[])
@@ -608,8 +608,8 @@ async fn verify_raw(config: Config, s3: aws_sdk_s3::Client) -> Result<ExitCode> 
     for id in ids {
         let reader = objects
             .as_ref()
-            .map(|o| o as &dyn ghevents::raw::ObjectReader);
-        match ghevents::raw::read_raw(&pool, reader, id).await {
+            .map(|o| o as &dyn ghevents_core::raw::ObjectReader);
+        match ghevents_core::raw::read_raw(&pool, reader, id).await {
             Ok(bytes) => {
                 let v: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                 let got = v.as_ref().and_then(|v| v["id"].as_str()).map(str::to_owned);
