@@ -198,6 +198,36 @@ async fn polling_then_the_archive_of_the_same_hour_completes_it_without_touching
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["polled_share"].as_f64().unwrap(), share);
     assert_eq!(rows[0]["stored_share"].as_f64().unwrap(), 1.0);
+
+    // `check` compares the hour with what is stored: healthy, then one event short.
+    let archive_check = |stdout: &str| -> Value {
+        let report: Value = serde_json::from_str(stdout).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "archive_hour_counts")
+            .cloned()
+            .unwrap_or_else(|| panic!("no archive_hour_counts in {report}"))
+    };
+    let (ok, stdout, stderr) = output(ghevents(&db, &[], &["check", "--json"])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(archive_check(&stdout)["count"], 0, "{stdout}");
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "DELETE FROM github_events WHERE event_id = (SELECT max(event_id) FROM github_events g
+             WHERE NOT EXISTS (SELECT 1 FROM push_events p WHERE p.event_id = g.event_id))",
+        )
+        .await
+        .unwrap();
+    let (ok, stdout, _) = output(ghevents(&db, &[], &["check", "--json"])).await;
+    assert!(!ok, "an hour one event short fails the check");
+    let k = archive_check(&stdout);
+    assert_eq!(k["count"], 1, "{k}");
+    assert_eq!(k["examples"], serde_json::json!(["2015-01-01T00: 7701 of 7702"]));
     sim.shutdown().await;
 }
 

@@ -269,6 +269,7 @@ pub async fn run_checks(
 
     drop(c);
     checks.push(gap_check(pool, now).await?);
+    checks.push(archive_hour_check(pool).await?);
     Ok(CheckReport {
         checked_at: now,
         checks,
@@ -291,6 +292,51 @@ async fn gap_check(pool: &Pool, now: DateTime<Utc>) -> Result<Check, StoreError>
         "cycles ended since {}",
         (now - window).format("%Y-%m-%dT%H:%M:%SZ")
     ));
+    Ok(k)
+}
+
+/// Done archive hours holding fewer events than their file had: for each, the events stored
+/// whose `created_at` falls in the hour, against the hour's valid lines (`stored +
+/// already_present`). GH Archive files hold the events created in their hour, so a deficit
+/// means events were deleted or lost since the import (a file that repeats an event would
+/// also count, once per repetition).
+async fn archive_hour_check(pool: &Pool) -> Result<Check, StoreError> {
+    let mut k = Check::new(
+        "archive_hour_counts",
+        "done archive hours with fewer events stored than their file's valid lines",
+    );
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            "SELECT h.hour, h.stored + h.already_present AS expected,
+                    (SELECT count(*) FROM github_events g
+                     WHERE g.created_at >= h.hour AND g.created_at < h.hour + interval '1 hour') AS held
+             FROM archive_hours h
+             WHERE h.status = 'done'
+             ORDER BY h.hour",
+            &[],
+        )
+        .await
+        .ctx("check archive_hour_counts")?;
+    for r in &rows {
+        let hour: DateTime<Utc> = r.get(0);
+        let (expected, held): (i64, i64) = (r.get(1), r.get(2));
+        if held < expected {
+            k.count += 1;
+            if k.examples.len() < EXAMPLES {
+                k.examples.push(format!(
+                    "{}: {held} of {expected}",
+                    hour.format("%Y-%m-%dT%H")
+                ));
+            }
+        }
+    }
+    k.note = Some(if rows.is_empty() {
+        "no archive hour is done".into()
+    } else {
+        format!("{} done hours compared", rows.len())
+    });
     Ok(k)
 }
 

@@ -152,131 +152,196 @@ pub struct Plan {
 
 /// The plan for the next cycle.
 pub fn plan(input: &PlanInput) -> Plan {
-    let max_pages = input.max_pages.max(1);
-    let per_page = f64::from(input.per_page.max(1));
-    let fill = f64::from(input.fill.clamp(1, input.per_page.max(1)));
-    let interval = input.poll_interval.as_secs_f64();
-    let left = input.budget_left.max(0);
-    let to_reset = input
-        .reset_at
-        .filter(|r| *r > input.now)
-        .map(|r| (r - input.now).to_std().unwrap_or_default());
-    // The budget's share counts from now; X-Poll-Interval and the feed's arrivals count from
-    // the last page 1 (the time this cycle took after it is not added to the wait).
-    let since = input
-        .last_poll_at
-        .filter(|t| *t <= input.now)
-        .unwrap_or(input.now);
-    let span = |secs: f64| {
-        chrono::Duration::from_std(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
-            .unwrap_or_else(|_| chrono::Duration::seconds(3600))
-    };
-    let at = |budget_secs: f64, feed_secs: f64| {
-        (input.now + span(budget_secs)).max(since + span(feed_secs.max(interval)))
-    };
+    let p = Planner::new(input);
+    if p.left == 0 {
+        return p.exhausted();
+    }
+    match input.rate {
+        Some(r) if !input.last_cycle_incomplete && r.per_sec.is_finite() => p.measured(r),
+        _ => p.unmeasured(),
+    }
+}
 
-    if left == 0 {
-        // Only the reset gives requests back.
-        let next = to_reset.map_or(interval, |d| d.as_secs_f64());
-        return Plan {
-            next_poll_at: at(next, 0.0),
-            pages: 1,
-            max_pages,
-            binds: Binds::Exhausted,
+/// The figures every branch of [`plan`] derives from its input.
+struct Planner<'a> {
+    input: &'a PlanInput,
+    max_pages: u32,
+    per_page: f64,
+    /// New events page 1 alone aims at (≤ `per_page`).
+    fill: f64,
+    /// `X-Poll-Interval`, seconds.
+    interval: f64,
+    /// Requests left until the reset (≥ 0).
+    left: i32,
+    /// Time until the reset, when one is ahead.
+    to_reset: Option<Duration>,
+    /// Where `X-Poll-Interval` and the feed's arrivals count from: the last page 1.
+    since: DateTime<Utc>,
+    /// Seconds between two requests when what is left is spread evenly until the reset (the
+    /// last one goes out before it); None when the budget is ample.
+    spacing: Option<f64>,
+    /// The rate is a lower bound (the last walk found no stored event).
+    lower_bound: bool,
+    /// Requests of a whole window, 0 when unknown.
+    window_limit: f64,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a PlanInput) -> Self {
+        let max_pages = input.max_pages.max(1);
+        let left = input.budget_left.max(0);
+        let to_reset = input
+            .reset_at
+            .filter(|r| *r > input.now)
+            .map(|r| (r - input.now).to_std().unwrap_or_default());
+        let spacing = match to_reset {
+            Some(d) if d <= input.window => Some(d.as_secs_f64() / f64::from(left + 1)),
+            Some(d) if left < 2 * i32::try_from(max_pages).unwrap_or(3) => {
+                Some(d.as_secs_f64() / f64::from(left + 1))
+            }
+            _ => None,
         };
+        Planner {
+            input,
+            max_pages,
+            per_page: f64::from(input.per_page.max(1)),
+            fill: f64::from(input.fill.clamp(1, input.per_page.max(1))),
+            interval: input.poll_interval.as_secs_f64(),
+            left,
+            to_reset,
+            // The budget's share counts from now; X-Poll-Interval and the feed's arrivals
+            // count from the last page 1 (the time this cycle took after it is not added to
+            // the wait).
+            since: input
+                .last_poll_at
+                .filter(|t| *t <= input.now)
+                .unwrap_or(input.now),
+            spacing,
+            lower_bound: input.rate.is_some_and(|r| r.at_least),
+            window_limit: input
+                .limit
+                .map_or(0.0, |(limit, _)| f64::from(limit.max(0))),
+        }
     }
 
-    // Seconds between two requests when what is left is spread evenly until the reset (the
-    // last one goes out before it); None when the budget is ample.
-    let spacing = match to_reset {
-        Some(d) if d <= input.window => Some(d.as_secs_f64() / f64::from(left + 1)),
-        Some(d) if left < 2 * i32::try_from(max_pages).unwrap_or(3) => {
-            Some(d.as_secs_f64() / f64::from(left + 1))
-        }
-        _ => None,
-    };
-    let budget_gap = |pages: u32| spacing.map_or(0.0, |s| s * f64::from(pages));
-    let lower_bound = input.rate.is_some_and(|r| r.at_least);
-    let window_limit = input
-        .limit
-        .map_or(0.0, |(limit, _)| f64::from(limit.max(0)));
-    // What the budget can spare beyond `need` requests a second until the reset. Past a
-    // lower bound's all-new page 1 the next page may hold a handful of new events for a whole
-    // request: it is read only when the budget spares it easily (a quarter beyond the pace
-    // and a quarter of a window), not with the few requests left over by rounding or at the
-    // end of a window.
-    let spare = |need: f64| match (to_reset, spacing) {
-        (Some(d), Some(_)) => {
-            let need = (d.as_secs_f64() * need).ceil();
-            let spare = (f64::from(left) - need).max(0.0);
-            if lower_bound && spare < (need / 4.0).max(window_limit / 4.0) {
-                0
-            } else {
-                spare as u32
-            }
-        }
-        _ => max_pages,
-    };
-    let walk = |pages: u32, spare: u32| pages.saturating_add(spare).clamp(pages, max_pages);
+    /// `budget_secs` after now, and no sooner than `feed_secs` (or `X-Poll-Interval`) after
+    /// the last page 1.
+    fn at(&self, budget_secs: f64, feed_secs: f64) -> DateTime<Utc> {
+        (self.input.now + span(budget_secs))
+            .max(self.since + span(feed_secs.max(self.interval)))
+    }
 
-    let rate = match input.rate {
-        Some(r) if !input.last_cycle_incomplete && r.per_sec.is_finite() => r,
-        _ => {
-            let incomplete = input.last_cycle_incomplete;
-            return Plan {
-                next_poll_at: at(budget_gap(input.pages_spent), 0.0),
-                pages: if incomplete { max_pages } else { 1 },
-                max_pages,
-                binds: if incomplete {
-                    Binds::Incomplete
+    /// The budget's share of `pages` requests, seconds.
+    fn budget_gap(&self, pages: u32) -> f64 {
+        self.spacing.map_or(0.0, |s| s * f64::from(pages))
+    }
+
+    /// What the budget can spare beyond `need` requests a second until the reset. Past a
+    /// lower bound's all-new page 1 the next page may hold a handful of new events for a
+    /// whole request: it is read only when the budget spares it easily (a quarter beyond the
+    /// pace and a quarter of a window), not with the few requests left over by rounding or at
+    /// the end of a window.
+    fn spare(&self, need: f64) -> u32 {
+        match (self.to_reset, self.spacing) {
+            (Some(d), Some(_)) => {
+                let need = (d.as_secs_f64() * need).ceil();
+                let spare = (f64::from(self.left) - need).max(0.0);
+                if self.lower_bound && spare < (need / 4.0).max(self.window_limit / 4.0) {
+                    0
                 } else {
-                    Binds::Unknown
-                },
+                    spare as u32
+                }
+            }
+            _ => self.max_pages,
+        }
+    }
+
+    /// The walk's bound: `pages`, and as many more as the budget spares, up to the feed's cap.
+    fn walk(&self, pages: u32, spare: u32) -> u32 {
+        pages.saturating_add(spare).clamp(pages, self.max_pages)
+    }
+
+    /// Nothing left: only the reset gives requests back.
+    fn exhausted(&self) -> Plan {
+        let next = self
+            .to_reset
+            .map_or(self.interval, |d| d.as_secs_f64());
+        Plan {
+            next_poll_at: self.at(next, 0.0),
+            pages: 1,
+            max_pages: self.max_pages,
+            binds: Binds::Exhausted,
+        }
+    }
+
+    /// No usable rate, or the last cycle did not complete: the older rules.
+    fn unmeasured(&self) -> Plan {
+        let incomplete = self.input.last_cycle_incomplete;
+        Plan {
+            next_poll_at: self.at(self.budget_gap(self.input.pages_spent), 0.0),
+            pages: if incomplete { self.max_pages } else { 1 },
+            max_pages: self.max_pages,
+            binds: if incomplete {
+                Binds::Incomplete
+            } else {
+                Binds::Unknown
+            },
+        }
+    }
+
+    fn measured(&self, rate: FeedRate) -> Plan {
+        let per_sec = rate.per_sec.max(0.0);
+        if self.binds_every_window(per_sec) {
+            // Page 1 alone, and only once a full page has arrived. Requests this leaves
+            // (X-Poll-Interval and the cycles' own time keep some from going out) stay with
+            // enrichment rather than buy pages that start with events page 1 returned.
+            let full_page = if per_sec > 0.0 {
+                self.per_page / per_sec
+            } else {
+                0.0
+            };
+            return Plan {
+                next_poll_at: self.at(self.budget_gap(1), full_page),
+                pages: 1,
+                max_pages: 1,
+                binds: Binds::Budget,
             };
         }
-    };
-    let per_sec = rate.per_sec.max(0.0);
-    // The budget cannot read this feed, window after window: page 1 alone, and only once a
-    // full page has arrived. Requests this leaves (X-Poll-Interval and the cycles' own time
-    // keep some from going out) stay with enrichment rather than buy pages that start with
-    // events page 1 returned.
-    let binds_every_window = input.limit.is_some_and(|(limit, len)| {
-        let len = len.as_secs_f64();
-        // What the feed could use in a window: a request per full page that arrives, no
-        // more than `max_pages` a poll, a poll per interval.
-        let usable =
-            (per_sec * len / per_page).min(len / interval.max(1e-3) * f64::from(max_pages));
-        limit > 0 && usable > f64::from(limit)
-    });
-    if binds_every_window {
-        let full_page = if per_sec > 0.0 {
-            per_page / per_sec
+        // Seconds for `fill` events to arrive.
+        let max_gap = self.input.max_gap.as_secs_f64();
+        let fills_in = if per_sec > 0.0 {
+            (self.fill / per_sec).min(max_gap)
         } else {
-            0.0
+            max_gap
         };
-        return Plan {
-            next_poll_at: at(budget_gap(1), full_page),
-            pages: 1,
-            max_pages: 1,
-            binds: Binds::Budget,
-        };
+        if fills_in >= self.interval {
+            self.page_one(rate, fills_in)
+        } else {
+            self.several_pages(per_sec)
+        }
     }
-    // Seconds for `fill` events to arrive.
-    let fills_in = if per_sec > 0.0 {
-        (fill / per_sec).min(input.max_gap.as_secs_f64())
-    } else {
-        input.max_gap.as_secs_f64()
-    };
 
-    if fills_in >= interval {
-        // A page fills no faster than GitHub lets us poll: page 1 alone, when it is full or
-        // when the budget's share allows, whichever is later.
-        let budget = budget_gap(1);
+    /// The budget cannot read this feed, window after window: more than `limit` requests'
+    /// worth of full pages arrive in a window (counting no more than `max_pages` a poll and
+    /// a poll per interval).
+    fn binds_every_window(&self, per_sec: f64) -> bool {
+        self.input.limit.is_some_and(|(limit, len)| {
+            let len = len.as_secs_f64();
+            let usable = (per_sec * len / self.per_page)
+                .min(len / self.interval.max(1e-3) * f64::from(self.max_pages));
+            limit > 0 && usable > f64::from(limit)
+        })
+    }
+
+    /// A page fills no faster than GitHub lets us poll: page 1 alone, when it is full or when
+    /// the budget's share allows, whichever is later.
+    fn page_one(&self, rate: FeedRate, fills_in: f64) -> Plan {
+        let budget = self.budget_gap(1);
         // A lower bound fills a page later than the feed does: waiting for it would keep the
         // polls late and the bound where it is. Page 1 as soon as allowed instead; the next
         // poll measures more.
         let fills_in = if rate.at_least {
-            interval.min(fills_in)
+            self.interval.min(fills_in)
         } else {
             fills_in
         };
@@ -285,45 +350,54 @@ pub fn plan(input: &PlanInput) -> Plan {
         } else {
             (fills_in, Binds::Feed)
         };
-        let gap = gap.max(interval);
+        let gap = gap.max(self.interval);
         let spare = if binds == Binds::Budget {
             0
         } else {
-            spare(1.0 / gap)
+            self.spare(1.0 / gap)
         };
-        return Plan {
-            next_poll_at: at(budget, fills_in),
+        Plan {
+            next_poll_at: self.at(budget, fills_in),
             pages: 1,
-            max_pages: walk(1, spare),
+            max_pages: self.walk(1, spare),
             binds,
-        };
+        }
     }
 
-    // More than a page arrives per interval: the pages that hold it, as far as the budget
-    // lets every interval have them.
-    let wanted = ((per_sec * interval / per_page).ceil() as u32).clamp(1, max_pages);
-    let affordable = match spacing {
-        // (A hair of tolerance: 1 / (1/3) is not always 3 in floating point.)
-        Some(s) if s > 0.0 => (interval / s + 1e-9).floor().max(1.0) as u32,
-        _ => max_pages,
-    };
-    if wanted <= affordable {
-        let gap = interval.max(budget_gap(wanted));
-        return Plan {
-            next_poll_at: at(budget_gap(wanted), 0.0),
-            pages: wanted,
-            max_pages: walk(wanted, spare(f64::from(wanted) / gap)),
-            binds: Binds::Interval,
+    /// More than a page arrives per interval: the pages that hold it, as far as the budget
+    /// lets every interval have them.
+    fn several_pages(&self, per_sec: f64) -> Plan {
+        let wanted = ((per_sec * self.interval / self.per_page).ceil() as u32)
+            .clamp(1, self.max_pages);
+        let affordable = match self.spacing {
+            // (A hair of tolerance: 1 / (1/3) is not always 3 in floating point.)
+            Some(s) if s > 0.0 => (self.interval / s + 1e-9).floor().max(1.0) as u32,
+            _ => self.max_pages,
         };
+        if wanted <= affordable {
+            let gap = self.interval.max(self.budget_gap(wanted));
+            return Plan {
+                next_poll_at: self.at(self.budget_gap(wanted), 0.0),
+                pages: wanted,
+                max_pages: self.walk(wanted, self.spare(f64::from(wanted) / gap)),
+                binds: Binds::Interval,
+            };
+        }
+        // Both bind, the budget more: as many pages as it affords per interval, nothing spare.
+        let pages = affordable.min(self.max_pages);
+        Plan {
+            next_poll_at: self.at(self.budget_gap(pages), 0.0),
+            pages,
+            max_pages: pages,
+            binds: Binds::Budget,
+        }
     }
-    // Both bind, the budget more: as many pages as it affords per interval, nothing spare.
-    let pages = affordable.min(max_pages);
-    Plan {
-        next_poll_at: at(budget_gap(pages), 0.0),
-        pages,
-        max_pages: pages,
-        binds: Binds::Budget,
-    }
+}
+
+/// Seconds as a chrono duration, within [0, 1 h].
+fn span(secs: f64) -> chrono::Duration {
+    chrono::Duration::from_std(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
+        .unwrap_or_else(|_| chrono::Duration::seconds(3600))
 }
 
 #[cfg(test)]

@@ -177,197 +177,30 @@ pub async fn reparse(
         params: key.clone(),
         ..Default::default()
     };
-    let mut last = {
-        let c = pool.get().await?;
-        let now = clock.now();
-        // An unfinished run with these parameters continues; a finished one starts over.
-        let row = c
-            .query_one(
-                "INSERT INTO reparse_runs (params, started_at, updated_at) VALUES ($1, $2, $2)
-                 ON CONFLICT (params) DO UPDATE SET
-                     last_event_id = CASE WHEN reparse_runs.finished_at IS NULL
-                                          THEN reparse_runs.last_event_id ELSE 0 END,
-                     events = CASE WHEN reparse_runs.finished_at IS NULL
-                                   THEN reparse_runs.events ELSE 0 END,
-                     started_at = CASE WHEN reparse_runs.finished_at IS NULL
-                                       THEN reparse_runs.started_at ELSE $2 END,
-                     updated_at = $2, finished_at = NULL
-                 RETURNING last_event_id",
-                &[&key, &now],
-            )
-            .await
-            .ctx("start reparse run")?;
-        row.get::<_, i64>(0)
-    };
+    let mut last = start_run(pool, &key, clock.now()).await?;
     if last > 0 {
         summary.resumed_after = Some(last);
         tracing::info!(params = %key, after_event_id = last, "continuing an interrupted reparse");
     }
-    let select = format!(
-        "SELECT event_id, raw::text, raw_object_key, raw_object_line, raw_original
-         FROM github_events WHERE event_id > $4 AND {FILTER}
-         ORDER BY event_id LIMIT $5"
-    );
     loop {
-        let rows = pool
-            .get()
-            .await?
-            .query(
-                &select,
-                &[
-                    &opts.event_type,
-                    &opts.since,
-                    &opts.until,
-                    &last,
-                    &opts.batch_size.max(1),
-                ],
-            )
-            .await
-            .ctx("read events to reparse")?;
-        let Some(batch_last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+        let rows = read_batch(pool, opts, last).await?;
+        let Some(batch_last) = rows.last().map(|r| r.event_id) else {
             break;
         };
-        let mut objects_cache: HashMap<String, Result<Vec<Vec<u8>>, String>> = HashMap::new();
-        let mut pushes: BTreeMap<i64, PushRow> = BTreeMap::new();
-        let (mut ids, mut statuses, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &rows {
-            let event_id: i64 = r.get(0);
-            let original: Option<Vec<u8>> = r.get(4);
-            let inline: Option<String> = r.get(1);
-            let key: Option<String> = r.get(2);
-            let line: Option<i32> = r.get(3);
-            let text: String = match (original, inline, key, line) {
-                // A sanitized or refused event: the exact bytes GitHub sent.
-                (Some(bytes), _, _, _) => String::from_utf8_lossy(&bytes).into_owned(),
-                (None, Some(text), _, _) => text,
-                (None, None, Some(key), Some(line)) => {
-                    let Some(reader) = objects else {
-                        summary.unreadable("no object store client", event_id);
-                        continue;
-                    };
-                    if !objects_cache.contains_key(&key) {
-                        let lines = match reader.get_object(&key).await {
-                            Ok(gz) => all_lines(&gz).map_err(|e| format!("decode: {e}")),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        objects_cache.insert(key.clone(), lines);
-                    }
-                    match &objects_cache[&key] {
-                        Err(e) => {
-                            tracing::warn!(event_id, key = %key, error = %e, "raw object unreadable");
-                            summary.unreadable("object unreadable", event_id);
-                            continue;
-                        }
-                        Ok(lines) => match usize::try_from(line).ok().and_then(|i| lines.get(i)) {
-                            Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                            None => {
-                                summary.unreadable("object line missing", event_id);
-                                continue;
-                            }
-                        },
-                    }
-                }
-                _ => {
-                    summary.unreadable("no raw payload", event_id);
-                    continue;
-                }
-            };
-            let (status, error) = match parse_event_str(&text) {
-                Ok(Parsed::Push(_, p)) => {
-                    // One row per push id; the lowest event id wins, as in a first import.
-                    pushes.entry(p.push_id).or_insert(p);
-                    ("parsed", None)
-                }
-                Ok(Parsed::Other(_)) => ("skipped", None),
-                Ok(Parsed::Failed(_, e)) => {
-                    summary.parse_failed += 1;
-                    ("failed", Some(e.to_string()))
-                }
-                Err(e) => {
-                    summary.parse_failed += 1;
-                    ("failed", Some(e.to_string()))
-                }
-            };
-            ids.push(event_id);
-            statuses.push(status);
-            errors.push(error);
-        }
-
-        let now = clock.now();
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await.ctx("begin reparse batch")?;
-        if !pushes.is_empty() {
-            let p: Vec<&PushRow> = pushes.values().collect();
-            let col = |f: fn(&PushRow) -> i64| p.iter().map(|x| f(x)).collect::<Vec<_>>();
-            let strs = |f: for<'a> fn(&'a PushRow) -> Option<&'a str>| {
-                p.iter().map(|x| f(x)).collect::<Vec<_>>()
-            };
-            let ints = |f: fn(&PushRow) -> Option<i32>| p.iter().map(|x| f(x)).collect::<Vec<_>>();
-            let written = tx
-                .query(
-                    UPSERT_PUSHES,
-                    &[
-                        &col(|x| x.push_id),
-                        &col(|x| x.event_id),
-                        &col(|x| x.repo_id),
-                        &strs(|x| Some(x.repo_name.as_str())),
-                        &col(|x| x.actor_id),
-                        &strs(|x| Some(x.actor_login.as_str())),
-                        &strs(|x| x.git_ref.as_deref()),
-                        &strs(|x| x.head.as_deref()),
-                        &strs(|x| x.before.as_deref()),
-                        &ints(|x| x.size),
-                        &ints(|x| x.distinct_size),
-                        &ints(|x| x.commit_count),
-                        &p.iter().map(|x| x.created_at).collect::<Vec<_>>(),
-                        &strs(|x| x.ref_type()),
-                        &now,
-                    ],
-                )
-                .await
-                .ctx("upsert push_events")?;
-            summary.push_rows += written.len() as u64;
-            summary.push_rows_new += written.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
-        }
-        if !ids.is_empty() {
-            summary.status_changed += tx
-                .execute(UPDATE_STATUS, &[&ids, &statuses, &errors])
-                .await
-                .ctx("update parse status")?;
-        }
-        tx.execute(
-            "UPDATE reparse_runs SET last_event_id = $2, events = events + $3, updated_at = $4
-             WHERE params = $1",
-            &[&key, &batch_last, &(rows.len() as i64), &now],
-        )
-        .await
-        .ctx("move reparse checkpoint")?;
-        tx.commit().await.ctx("commit reparse batch")?;
-        drop(client);
-
+        let batch = parse_batch(&rows, objects, &mut summary).await;
+        write_batch(pool, &key, &batch, batch_last, rows.len(), clock.now(), &mut summary).await?;
         last = batch_last;
         summary.batches += 1;
         summary.events += rows.len() as u64;
         progress
             .events
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            after_event_id = last,
-            events = rows.len(),
-            "reparse batch committed"
-        );
+        tracing::debug!(after_event_id = last, events = rows.len(), "reparse batch committed");
         if !opts.pause.is_zero() {
             tokio::time::sleep(opts.pause).await;
         }
     }
-    pool.get()
-        .await?
-        .execute(
-            "UPDATE reparse_runs SET finished_at = $2, updated_at = $2 WHERE params = $1",
-            &[&key, &clock.now()],
-        )
-        .await
-        .ctx("finish reparse run")?;
+    finish_run(pool, &key, clock.now()).await?;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_sec = if summary.seconds > 0.0 {
         summary.events as f64 / summary.seconds
@@ -375,6 +208,243 @@ pub async fn reparse(
         0.0
     };
     Ok(summary)
+}
+
+/// Registers the run and returns the event id it continues after: an unfinished run with
+/// these parameters continues; a finished one starts over (0).
+async fn start_run(pool: &Pool, key: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
+    let row = pool
+        .get()
+        .await?
+        .query_one(
+            "INSERT INTO reparse_runs (params, started_at, updated_at) VALUES ($1, $2, $2)
+             ON CONFLICT (params) DO UPDATE SET
+                 last_event_id = CASE WHEN reparse_runs.finished_at IS NULL
+                                      THEN reparse_runs.last_event_id ELSE 0 END,
+                 events = CASE WHEN reparse_runs.finished_at IS NULL
+                               THEN reparse_runs.events ELSE 0 END,
+                 started_at = CASE WHEN reparse_runs.finished_at IS NULL
+                                   THEN reparse_runs.started_at ELSE $2 END,
+                 updated_at = $2, finished_at = NULL
+             RETURNING last_event_id",
+            &[&key, &now],
+        )
+        .await
+        .ctx("start reparse run")?;
+    Ok(row.get(0))
+}
+
+async fn finish_run(pool: &Pool, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE reparse_runs SET finished_at = $2, updated_at = $2 WHERE params = $1",
+            &[&key, &now],
+        )
+        .await
+        .ctx("finish reparse run")?;
+    Ok(())
+}
+
+/// One stored event as a batch reads it: where its raw payload is.
+struct StoredEvent {
+    event_id: i64,
+    inline: Option<String>,
+    object_key: Option<String>,
+    object_line: Option<i32>,
+    /// The exact bytes GitHub sent, kept for a sanitized or refused event.
+    original: Option<Vec<u8>>,
+}
+
+/// The next batch after `last`, by ascending event id.
+async fn read_batch(
+    pool: &Pool,
+    opts: &ReparseOptions,
+    last: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = pool
+        .get()
+        .await?
+        .query(
+            &format!(
+                "SELECT event_id, raw::text, raw_object_key, raw_object_line, raw_original
+                 FROM github_events WHERE event_id > $4 AND {FILTER}
+                 ORDER BY event_id LIMIT $5"
+            ),
+            &[
+                &opts.event_type,
+                &opts.since,
+                &opts.until,
+                &last,
+                &opts.batch_size.max(1),
+            ],
+        )
+        .await
+        .ctx("read events to reparse")?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredEvent {
+            event_id: r.get(0),
+            inline: r.get(1),
+            object_key: r.get(2),
+            object_line: r.get(3),
+            original: r.get(4),
+        })
+        .collect())
+}
+
+/// What the current parser makes of a batch: push rows by push id, and every readable
+/// event's parse status.
+#[derive(Default)]
+struct ParsedBatch {
+    pushes: BTreeMap<i64, PushRow>,
+    ids: Vec<i64>,
+    statuses: Vec<&'static str>,
+    errors: Vec<Option<String>>,
+}
+
+async fn parse_batch(
+    rows: &[StoredEvent],
+    objects: Option<&dyn ObjectReader>,
+    summary: &mut ReparseSummary,
+) -> ParsedBatch {
+    let mut payloads = Payloads {
+        objects,
+        cache: HashMap::new(),
+    };
+    let mut batch = ParsedBatch::default();
+    for row in rows {
+        let text = match payloads.text(row).await {
+            Ok(text) => text,
+            Err(reason) => {
+                summary.unreadable(reason, row.event_id);
+                continue;
+            }
+        };
+        let (status, error) = match parse_event_str(&text) {
+            Ok(Parsed::Push(_, p)) => {
+                // One row per push id; the lowest event id wins, as in a first import.
+                batch.pushes.entry(p.push_id).or_insert(p);
+                ("parsed", None)
+            }
+            Ok(Parsed::Other(_)) => ("skipped", None),
+            Ok(Parsed::Failed(_, e)) => {
+                summary.parse_failed += 1;
+                ("failed", Some(e.to_string()))
+            }
+            Err(e) => {
+                summary.parse_failed += 1;
+                ("failed", Some(e.to_string()))
+            }
+        };
+        batch.ids.push(row.event_id);
+        batch.statuses.push(status);
+        batch.errors.push(error);
+    }
+    batch
+}
+
+/// Reads raw payloads back, each S3 object once per batch.
+struct Payloads<'a> {
+    objects: Option<&'a dyn ObjectReader>,
+    cache: HashMap<String, Result<Vec<Vec<u8>>, String>>,
+}
+
+impl Payloads<'_> {
+    /// The event's raw JSON, or why it cannot be read.
+    async fn text(&mut self, row: &StoredEvent) -> Result<String, &'static str> {
+        if let Some(bytes) = &row.original {
+            return Ok(String::from_utf8_lossy(bytes).into_owned());
+        }
+        if let Some(text) = &row.inline {
+            return Ok(text.clone());
+        }
+        let (Some(key), Some(line)) = (&row.object_key, row.object_line) else {
+            return Err("no raw payload");
+        };
+        let reader = self.objects.ok_or("no object store client")?;
+        if !self.cache.contains_key(key) {
+            let lines = match reader.get_object(key).await {
+                Ok(gz) => all_lines(&gz).map_err(|e| format!("decode: {e}")),
+                Err(e) => Err(e.to_string()),
+            };
+            self.cache.insert(key.clone(), lines);
+        }
+        match &self.cache[key] {
+            Err(e) => {
+                tracing::warn!(event_id = row.event_id, key = %key, error = %e, "raw object unreadable");
+                Err("object unreadable")
+            }
+            Ok(lines) => usize::try_from(line)
+                .ok()
+                .and_then(|i| lines.get(i))
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                .ok_or("object line missing"),
+        }
+    }
+}
+
+/// One transaction: the batch's push rows upserted, parse statuses brought up to date, and
+/// the run's checkpoint moved to `batch_last`.
+async fn write_batch(
+    pool: &Pool,
+    key: &str,
+    batch: &ParsedBatch,
+    batch_last: i64,
+    events: usize,
+    now: DateTime<Utc>,
+    summary: &mut ReparseSummary,
+) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await.ctx("begin reparse batch")?;
+    if !batch.pushes.is_empty() {
+        let p: Vec<&PushRow> = batch.pushes.values().collect();
+        let col = |f: fn(&PushRow) -> i64| p.iter().map(|x| f(x)).collect::<Vec<_>>();
+        let strs = |f: for<'a> fn(&'a PushRow) -> Option<&'a str>| {
+            p.iter().map(|x| f(x)).collect::<Vec<_>>()
+        };
+        let ints = |f: fn(&PushRow) -> Option<i32>| p.iter().map(|x| f(x)).collect::<Vec<_>>();
+        let written = tx
+            .query(
+                UPSERT_PUSHES,
+                &[
+                    &col(|x| x.push_id),
+                    &col(|x| x.event_id),
+                    &col(|x| x.repo_id),
+                    &strs(|x| Some(x.repo_name.as_str())),
+                    &col(|x| x.actor_id),
+                    &strs(|x| Some(x.actor_login.as_str())),
+                    &strs(|x| x.git_ref.as_deref()),
+                    &strs(|x| x.head.as_deref()),
+                    &strs(|x| x.before.as_deref()),
+                    &ints(|x| x.size),
+                    &ints(|x| x.distinct_size),
+                    &ints(|x| x.commit_count),
+                    &p.iter().map(|x| x.created_at).collect::<Vec<_>>(),
+                    &strs(|x| x.ref_type()),
+                    &now,
+                ],
+            )
+            .await
+            .ctx("upsert push_events")?;
+        summary.push_rows += written.len() as u64;
+        summary.push_rows_new += written.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
+    }
+    if !batch.ids.is_empty() {
+        summary.status_changed += tx
+            .execute(UPDATE_STATUS, &[&batch.ids, &batch.statuses, &batch.errors])
+            .await
+            .ctx("update parse status")?;
+    }
+    tx.execute(
+        "UPDATE reparse_runs SET last_event_id = $2, events = events + $3, updated_at = $4
+         WHERE params = $1",
+        &[&key, &batch_last, &(events as i64), &now],
+    )
+    .await
+    .ctx("move reparse checkpoint")?;
+    tx.commit().await.ctx("commit reparse batch")?;
+    Ok(())
 }
 
 /// Every line of a gzip NDJSON object, without its `\n`.
