@@ -3,7 +3,9 @@
 //! exactly once, and the hour's row says what happened.
 
 use chrono::{DateTime, Utc};
-use ghevents_core::archive::{ArchiveOptions, Archiver, Hour, HourObjects, HourStatus, HttpOptions};
+use ghevents_core::archive::{
+    ArchiveOptions, Archiver, Hour, HourObjects, HourStatus, HttpOptions,
+};
 use ghevents_core::clock::ManualClock;
 use ghevents_core::deadline::Deadline;
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
@@ -421,9 +423,10 @@ async fn a_deadline_stops_between_batches_and_the_next_run_resumes() {
     let stored = db.count("SELECT count(*) FROM github_events").await;
     assert_eq!(stored as u64, r.stored);
 
-    let due = ghevents_core::archive::due_hours(&db.pool, hour.end() + chrono::Duration::hours(1), 10)
-        .await
-        .unwrap();
+    let due =
+        ghevents_core::archive::due_hours(&db.pool, hour.end() + chrono::Duration::hours(1), 10)
+            .await
+            .unwrap();
     assert!(due.contains(&hour), "{due:?}");
     let r = a.run_hour(hour, false, Deadline::NONE).await.unwrap();
     assert_eq!(r.status, HourStatus::Done, "{r:?}");

@@ -227,7 +227,10 @@ async fn polling_then_the_archive_of_the_same_hour_completes_it_without_touching
     assert!(!ok, "an hour one event short fails the check");
     let k = archive_check(&stdout);
     assert_eq!(k["count"], 1, "{k}");
-    assert_eq!(k["examples"], serde_json::json!(["2015-01-01T00: 7701 of 7702"]));
+    assert_eq!(
+        k["examples"],
+        serde_json::json!(["2015-01-01T00: 7701 of 7702"])
+    );
     sim.shutdown().await;
 }
 

@@ -200,12 +200,12 @@ fn parser_ref_types() -> std::collections::HashMap<i64, Option<&'static str>> {
     r.split(b'\n')
         .map(|l| l.unwrap())
         .filter(|l| !l.is_empty())
-        .filter_map(
-            |l| match ghevents_core::event::parse_event_str(std::str::from_utf8(&l).unwrap()) {
+        .filter_map(|l| {
+            match ghevents_core::event::parse_event_str(std::str::from_utf8(&l).unwrap()) {
                 Ok(ghevents_core::event::Parsed::Push(_, p)) => Some((p.push_id, p.ref_type())),
                 _ => None,
-            },
-        )
+            }
+        })
         .collect()
 }
 

@@ -679,7 +679,11 @@ async fn object_reader(config: &Config) -> Option<ghevents_core::aws::s3::S3Obje
     })
 }
 
-async fn check(app: &App, opts: &ghevents_core::check::CheckOptions, json: bool) -> Result<ExitCode> {
+async fn check(
+    app: &App,
+    opts: &ghevents_core::check::CheckOptions,
+    json: bool,
+) -> Result<ExitCode> {
     let objects = object_reader(&app.config).await;
     let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
     let report = ghevents_core::check::run_checks(&app.pool, reader, opts, app.clock.now()).await?;
@@ -750,7 +754,8 @@ async fn reparse(
     let objects = object_reader(&app.config).await;
     let reader = objects.as_ref().map(|o| o as &dyn ObjectReader);
     let result =
-        ghevents_core::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref()).await;
+        ghevents_core::reparse::reparse(&app.pool, reader, opts, &progress, app.clock.as_ref())
+            .await;
     meter.finish();
     let s = result.context("reparsing")?;
     if json {

@@ -227,8 +227,7 @@ impl<'a> Planner<'a> {
     /// `budget_secs` after now, and no sooner than `feed_secs` (or `X-Poll-Interval`) after
     /// the last page 1.
     fn at(&self, budget_secs: f64, feed_secs: f64) -> DateTime<Utc> {
-        (self.input.now + span(budget_secs))
-            .max(self.since + span(feed_secs.max(self.interval)))
+        (self.input.now + span(budget_secs)).max(self.since + span(feed_secs.max(self.interval)))
     }
 
     /// The budget's share of `pages` requests, seconds.
@@ -263,9 +262,7 @@ impl<'a> Planner<'a> {
 
     /// Nothing left: only the reset gives requests back.
     fn exhausted(&self) -> Plan {
-        let next = self
-            .to_reset
-            .map_or(self.interval, |d| d.as_secs_f64());
+        let next = self.to_reset.map_or(self.interval, |d| d.as_secs_f64());
         Plan {
             next_poll_at: self.at(next, 0.0),
             pages: 1,
@@ -367,8 +364,8 @@ impl<'a> Planner<'a> {
     /// More than a page arrives per interval: the pages that hold it, as far as the budget
     /// lets every interval have them.
     fn several_pages(&self, per_sec: f64) -> Plan {
-        let wanted = ((per_sec * self.interval / self.per_page).ceil() as u32)
-            .clamp(1, self.max_pages);
+        let wanted =
+            ((per_sec * self.interval / self.per_page).ceil() as u32).clamp(1, self.max_pages);
         let affordable = match self.spacing {
             // (A hair of tolerance: 1 / (1/3) is not always 3 in floating point.)
             Some(s) if s > 0.0 => (self.interval / s + 1e-9).floor().max(1.0) as u32,

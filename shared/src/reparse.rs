@@ -188,14 +188,27 @@ pub async fn reparse(
             break;
         };
         let batch = parse_batch(&rows, objects, &mut summary).await;
-        write_batch(pool, &key, &batch, batch_last, rows.len(), clock.now(), &mut summary).await?;
+        write_batch(
+            pool,
+            &key,
+            &batch,
+            batch_last,
+            rows.len(),
+            clock.now(),
+            &mut summary,
+        )
+        .await?;
         last = batch_last;
         summary.batches += 1;
         summary.events += rows.len() as u64;
         progress
             .events
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        tracing::debug!(after_event_id = last, events = rows.len(), "reparse batch committed");
+        tracing::debug!(
+            after_event_id = last,
+            events = rows.len(),
+            "reparse batch committed"
+        );
         if !opts.pause.is_zero() {
             tokio::time::sleep(opts.pause).await;
         }

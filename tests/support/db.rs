@@ -49,7 +49,9 @@ impl TestDb {
     /// A new, migrated database.
     pub async fn new() -> Self {
         let db = Self::new_empty().await;
-        ghevents_core::store::migrate(&db.pool).await.expect("migrate");
+        ghevents_core::store::migrate(&db.pool)
+            .await
+            .expect("migrate");
         db
     }
 

@@ -1,13 +1,13 @@
 //! The archive Lambda's entry point: wiring only (see the crate's `lib.rs` for the handler).
 
 use anyhow::Context;
+use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
 use ghevents_core::app::App;
 use ghevents_core::archive::{ArchiveOptions, Archiver};
 use ghevents_core::aws::hours::SqsHours;
 use ghevents_core::aws::{init_tracing, LambdaEnv};
 use ghevents_core::clock::SystemClock;
 use ghevents_core::config::Config;
-use ghevents_archive::{dispatch, Deps, Stdout, DUE_LIMIT, START_MARGIN};
 use lambda_runtime::{service_fn, Error};
 use std::sync::Arc;
 

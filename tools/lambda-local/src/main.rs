@@ -194,10 +194,12 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             let msgs = receive_all(&sqs, &queue_url, 60).await?;
             let ids: Vec<serde_json::Value> = msgs
                 .iter()
-                .map(|(_, body, _)| match ghevents_core::aws::sqs::push_id_of(body) {
-                    Some(id) => id.into(),
-                    None => body.clone().into(),
-                })
+                .map(
+                    |(_, body, _)| match ghevents_core::aws::sqs::push_id_of(body) {
+                        Some(id) => id.into(),
+                        None => body.clone().into(),
+                    },
+                )
                 .collect();
             for (_, _, receipt) in &msgs {
                 sqs.change_message_visibility()
