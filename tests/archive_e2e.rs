@@ -210,8 +210,8 @@ async fn polling_then_the_archive_of_the_same_hour_completes_it_without_touching
             .cloned()
             .unwrap_or_else(|| panic!("no archive_hour_counts in {report}"))
     };
-    let (ok, stdout, stderr) = output(ghevents(&db, &[], &["check", "--json"])).await;
-    assert!(ok, "{stdout}\n{stderr}");
+    // (The polling above may have left suspected gaps, which fail other checks.)
+    let (_, stdout, _) = output(ghevents(&db, &[], &["check", "--json"])).await;
     assert_eq!(archive_check(&stdout)["count"], 0, "{stdout}");
     db.pool
         .get()
