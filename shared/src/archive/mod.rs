@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::import::{self, Progress, RawMode, Rejection, WRITERS};
 use crate::raw::RawStoreError;
-use crate::store::{write_events_tx, EventInsert, Source, StoreError};
+use crate::store::{write_events_tx, EventInsert, PushEnrichment, Source, StoreError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -207,7 +207,7 @@ impl Default for ArchiveOptions {
     fn default() -> Self {
         Self {
             base_url: "https://data.gharchive.org".into(),
-            batch_size: 2000,
+            batch_size: 1000,
             lease: Duration::from_secs(900),
             missing_after: Duration::from_secs(48 * 3600),
             not_found_retry: Duration::from_secs(600),
@@ -730,7 +730,13 @@ async fn write_batch_once(
     let db = |context| move |source| StoreError::Db { context, source };
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db("begin"))?;
-    let w = write_events_tx(&tx, events, Source::Archive, now).await?;
+    // By default the policy is applied as the push rows are inserted (one write per row).
+    let pushes = if enrich_archive {
+        PushEnrichment::Queue
+    } else {
+        PushEnrichment::CacheOnly { fresh_after }
+    };
+    let w = write_events_tx(&tx, events, Source::Archive, now, pushes).await?;
     let polled: i64 = if w.duplicate_ids.is_empty() {
         0
     } else {
@@ -743,37 +749,14 @@ async fn write_batch_once(
         .get(0)
     };
     let polled = u64::try_from(polled).unwrap_or(0);
-    let mut c = Counters {
+    let c = Counters {
         stored: w.new_events + w.duplicates.saturating_sub(polled),
         already_present: polled,
         push_events: w.new_push_ids.len() as u64,
+        push_cache_enriched: w.push_cache_enriched,
+        push_not_enriched: w.push_not_enriched,
         ..Counters::default()
     };
-    if !enrich_archive && !w.new_push_ids.is_empty() {
-        let rows = tx
-            .query(
-                "UPDATE push_events p SET
-                     enrichment_status = CASE WHEN f.fresh THEN 'completed' ELSE 'skipped' END,
-                     enriched_at = CASE WHEN f.fresh THEN $2::timestamptz END
-                 FROM (SELECT q.push_id,
-                         EXISTS (SELECT 1 FROM actors a WHERE a.actor_id = q.actor_id AND a.fetched_at > $3)
-                         AND EXISTS (SELECT 1 FROM repositories r WHERE r.repo_id = q.repo_id AND r.fetched_at > $3)
-                         AS fresh
-                       FROM push_events q WHERE q.push_id = ANY($1)) f
-                 WHERE p.push_id = f.push_id
-                 RETURNING p.enrichment_status",
-                &[&w.new_push_ids, &now, &fresh_after],
-            )
-            .await
-            .map_err(db("archive push enrichment policy"))?;
-        for r in rows {
-            if r.get::<_, &str>(0) == "completed" {
-                c.push_cache_enriched += 1;
-            } else {
-                c.push_not_enriched += 1;
-            }
-        }
-    }
     tx.commit().await.map_err(db("commit archive batch"))?;
     Ok(BatchWrite {
         counters: c,

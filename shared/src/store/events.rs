@@ -45,6 +45,10 @@ pub struct PageWrite {
     pub new_push_ids: Vec<i64>,
     /// Event ids of this batch already stored before it.
     pub duplicate_ids: Vec<i64>,
+    /// [`PushEnrichment::CacheOnly`]: new push events completed from the cache, and those
+    /// left `skipped`.
+    pub push_cache_enriched: u64,
+    pub push_not_enriched: u64,
 }
 
 impl PageWrite {
@@ -56,6 +60,8 @@ impl PageWrite {
         self.refused_new += o.refused_new;
         self.new_push_ids.extend(o.new_push_ids);
         self.duplicate_ids.extend(o.duplicate_ids);
+        self.push_cache_enriched += o.push_cache_enriched;
+        self.push_not_enriched += o.push_not_enriched;
     }
 }
 
@@ -74,16 +80,38 @@ FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id";
 
+/// `$16`: NULL, every new push event waits for enrichment (`pending`); else it is enriched
+/// from the cache only, at insert: `completed` when both its actor and its repository were
+/// fetched after `$16`, `skipped` otherwise (see [`PushEnrichment`]).
 const INSERT_PUSHES: &str = "
 INSERT INTO push_events (push_id, event_id, repo_id, repo_name, actor_id, actor_login, ref, head, before,
-    size, distinct_size, commit_count, created_at, ref_type, next_attempt_at)
-SELECT u.* , $14::timestamptz
-FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::timestamptz[], $15::text[])
-    AS u(push_id, event_id, repo_id, repo_name, actor_id, actor_login, ref, head, before,
-         size, distinct_size, commit_count, created_at, ref_type)
+    size, distinct_size, commit_count, created_at, ref_type, next_attempt_at, enrichment_status, enriched_at)
+SELECT v.*, CASE WHEN v.status = 'completed' THEN $14::timestamptz END
+FROM (
+    SELECT u.*, $14::timestamptz,
+        CASE WHEN $16::timestamptz IS NULL THEN 'pending'
+             WHEN EXISTS (SELECT 1 FROM actors a WHERE a.actor_id = u.actor_id AND a.fetched_at > $16::timestamptz)
+              AND EXISTS (SELECT 1 FROM repositories r WHERE r.repo_id = u.repo_id AND r.fetched_at > $16::timestamptz)
+             THEN 'completed'
+             ELSE 'skipped' END AS status
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::timestamptz[], $15::text[])
+        AS u(push_id, event_id, repo_id, repo_name, actor_id, actor_login, ref, head, before,
+             size, distinct_size, commit_count, created_at, ref_type)
+) v
 ON CONFLICT DO NOTHING
-RETURNING push_id";
+RETURNING push_id, enrichment_status";
+
+/// What becomes of the new push events of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEnrichment {
+    /// `pending`: enrichment requests them (polling, `ghevents import`, `ENRICH_ARCHIVE`).
+    Queue,
+    /// Enriched from the cache only, in the same statement that stores them: `completed`
+    /// when the actor and the repository were both fetched after `fresh_after`, else
+    /// `skipped`. No request is ever made for them (archive hours by default).
+    CacheOnly { fresh_after: DateTime<Utc> },
+}
 
 /// The last resort for an event Postgres refuses after sanitising: its id, where its bytes
 /// are (the exact original bytes inline, or its line in the object store) and why.
@@ -104,7 +132,7 @@ pub async fn write_events(
 ) -> Result<PageWrite, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.ctx("begin")?;
-    let out = write_events_tx(&tx, batch, source, now).await?;
+    let out = write_events_tx(&tx, batch, source, now, PushEnrichment::Queue).await?;
     crate::failpoints::hit("store::before_commit");
     tx.commit().await.ctx("commit page")?;
     Ok(out)
@@ -229,6 +257,7 @@ pub async fn write_events_tx(
     batch: &[EventInsert],
     source: Source,
     now: DateTime<Utc>,
+    pushes: PushEnrichment,
 ) -> Result<PageWrite, StoreError> {
     let rows: Vec<Row<'_>> = batch.iter().map(Row::of).collect();
     let mut total = PageWrite::default();
@@ -240,7 +269,7 @@ pub async fn write_events_tx(
             continue;
         }
         tx.batch_execute("SAVEPOINT part").await.ctx("savepoint")?;
-        match insert_rows(tx, part, source, now).await {
+        match insert_rows(tx, part, source, now, pushes).await {
             Ok(w) => {
                 tx.batch_execute("RELEASE SAVEPOINT part")
                     .await
@@ -324,6 +353,7 @@ async fn insert_rows(
     rows: &[Row<'_>],
     source: Source,
     now: DateTime<Utc>,
+    pushes_enrichment: PushEnrichment,
 ) -> Result<PageWrite, StoreError> {
     let n = rows.len();
     let mut ids = Vec::with_capacity(n);
@@ -395,6 +425,11 @@ async fn insert_rows(
         .filter_map(|r| r.push.as_deref())
         .collect();
     let mut new_push_ids = Vec::new();
+    let (mut cache_enriched, mut not_enriched) = (0, 0);
+    let fresh_after = match pushes_enrichment {
+        PushEnrichment::Queue => None,
+        PushEnrichment::CacheOnly { fresh_after } => Some(fresh_after),
+    };
     if !pushes.is_empty() {
         let col = |f: fn(&PushRow) -> i64| pushes.iter().map(|p| f(p)).collect::<Vec<_>>();
         let push_ids = col(|p| p.push_id);
@@ -430,11 +465,19 @@ async fn insert_rows(
                     &created,
                     &now,
                     &ref_types,
+                    &fresh_after,
                 ],
             )
             .await
             .ctx("insert push_events")?;
         new_push_ids = stored.iter().map(|r| r.get(0)).collect();
+        if fresh_after.is_some() {
+            cache_enriched = stored
+                .iter()
+                .filter(|r| r.get::<_, &str>(1) == "completed")
+                .count() as u64;
+            not_enriched = stored.len() as u64 - cache_enriched;
+        }
     }
     let is_new = |r: &&Row<'_>| new_ids.contains(&r.event.event_id);
     let parse_failed_new = rows.iter().filter(is_new).filter(|r| r.failed).count() as u64;
@@ -459,5 +502,7 @@ async fn insert_rows(
         refused_new: 0,
         new_push_ids,
         duplicate_ids,
+        push_cache_enriched: cache_enriched,
+        push_not_enriched: not_enriched,
     })
 }

@@ -13,7 +13,7 @@ pub mod work;
 
 pub use budget::PgBudget;
 pub use credentials::{CredentialSource, DbCredentials};
-pub use events::{write_events, write_events_tx, EventInsert, PageWrite, Source};
+pub use events::{write_events, write_events_tx, EventInsert, PageWrite, PushEnrichment, Source};
 pub use lock::{AdvisoryLock, EVENTS_FEED};
 pub use poll::{CycleEnd, PollState};
 
