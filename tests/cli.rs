@@ -5,11 +5,10 @@ use ghevents_core::clock::SystemClock;
 use ghevents_tests::db::TestDb;
 use ghevents_tests::fixtures::events_page;
 use ghevents_tests::replay::{ReplayServer, Reply};
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,16 +34,7 @@ fn ghevents(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> tokio::process:
 }
 
 async fn run(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out: Output =
-        tokio::time::timeout(Duration::from_secs(120), ghevents(db, args, env).output())
-            .await
-            .expect("ghevents finished in time")
-            .expect("ghevents ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(ghevents(db, args, env), Duration::from_secs(120)).await
 }
 
 #[tokio::test]

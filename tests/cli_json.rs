@@ -3,9 +3,8 @@
 //! a terminal, and `ghevents run` without GitHub says so once.
 
 use ghevents_tests::db::TestDb;
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use serde_json::Value;
-use std::process::Output;
 use std::time::Duration;
 
 fn ghevents(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
@@ -22,16 +21,7 @@ fn ghevents(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> tokio::process:
 }
 
 async fn run(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out: Output =
-        tokio::time::timeout(Duration::from_secs(120), ghevents(db, args, env).output())
-            .await
-            .expect("ghevents finished in time")
-            .expect("ghevents ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(ghevents(db, args, env), Duration::from_secs(120)).await
 }
 
 fn one_document(args: &[&str], out: &str) -> Value {

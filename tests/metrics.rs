@@ -4,7 +4,7 @@
 //! and enrichment backlog. Every wait is bounded.
 
 use ghevents_tests::db::TestDb;
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use github_sim::{Clock, Sim, SimConfig};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -28,15 +28,7 @@ fn ghevents(db: &TestDb, sim: &Sim, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn run(db: &TestDb, sim: &Sim, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), ghevents(db, sim, args).output())
-        .await
-        .expect("ghevents finished within 60 s")
-        .expect("ghevents ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(ghevents(db, sim, args), Duration::from_secs(60)).await
 }
 
 /// A port nothing listens on right now.

@@ -4,10 +4,9 @@
 mod aws_support;
 
 use ghevents_tests::db::TestDb;
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 fn archive(name: &str) -> PathBuf {
@@ -32,15 +31,7 @@ async fn run(db: &TestDb, args: &[&str]) -> (i32, String, String) {
 async fn run_env(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut c = ghevents(db, args);
     c.envs(env.iter().copied());
-    let out: Output = tokio::time::timeout(Duration::from_secs(300), c.output())
-        .await
-        .expect("ghevents finished in time")
-        .expect("ghevents ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(c, Duration::from_secs(300)).await
 }
 
 async fn imported_2015_hour() -> TestDb {

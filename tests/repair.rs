@@ -6,10 +6,9 @@ mod aws_support;
 
 use aws_support::{localstack, Aws};
 use ghevents_tests::db::TestDb;
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
 async fn run(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -26,15 +25,7 @@ async fn run(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String, 
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().copied())
         .kill_on_drop(true);
-    let out: Output = tokio::time::timeout(Duration::from_secs(180), c.output())
-        .await
-        .expect("ghevents finished in time")
-        .expect("ghevents ran");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(c, Duration::from_secs(180)).await
 }
 
 async fn exec(db: &TestDb, sql: &str) {

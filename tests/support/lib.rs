@@ -108,3 +108,20 @@ pub fn app(
     }
     App::assemble(config, pool.clone(), clock, gh).expect("app")
 }
+
+/// Runs `cmd` to its end, within `limit`: its exit code (-1 when a signal ended it), stdout
+/// and stderr.
+pub async fn output_of(
+    mut cmd: tokio::process::Command,
+    limit: std::time::Duration,
+) -> (i32, String, String) {
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the command did not finish within {limit:?}"))
+        .expect("the command ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
