@@ -15,8 +15,8 @@ use ghevents_core::aws::hours::{message_body, SqsHours};
 use ghevents_core::clock::ManualClock;
 use ghevents_core::deadline::Deadline;
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
-use ghevents_tests::data_dir;
 use ghevents_tests::db::TestDb;
+use ghevents_tests::{data_dir, emf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,12 +25,12 @@ const WAIT: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Lines(Mutex<Vec<serde_json::Value>>);
 
+/// Every line the handler prints must be a valid EMF document (the specification's structure:
+/// the `_aws` block, each declared metric present at the top level, the dimensions).
 impl MetricSink for Lines {
     fn emit(&self, line: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(serde_json::from_str(line).unwrap());
+        let doc = emf::validate_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        self.0.lock().unwrap().push(doc);
     }
 }
 
