@@ -328,8 +328,9 @@ check "rows in github_events" "$hour_lines" "$(sql 'SELECT count(*) FROM github_
 check "S3 objects of the hour" 1 "$(awsl s3api list-objects-v2 --bucket "$BUCKET" --prefix raw/archive/ --query 'length(Contents)' --output text)"
 check "archived events pointing to the hour's object" "$((hour_lines - 300))" \
   "$(sql "SELECT count(*) FROM github_events WHERE raw_object_key = 'raw/archive/2015/01/01/00.json.gz'")"
-grep -q '"ArchiveHoursDone":1' "$tmp/watch.log" || die "no ArchiveHoursDone metric line in the function's output"
-log "ok: EMF line with ArchiveHoursDone in the function's stdout"
+line=$(emf_check ArchiveHoursDone 1 '{"ArchiveHoursDone": 1, "ArchiveHoursFailed": 0}') \
+  || die "archive's EMF line: $line"
+log "ok: archive printed one valid EMF line: $line"
 
 log "the same message again (a duplicate delivery)"
 invoke archive "$tmp/hours-event.json" "$tmp/archive-again.json"
