@@ -113,6 +113,18 @@ pub struct Tally {
     pub events_stored: u64,
     /// Lines read (all hours of the invocation).
     pub lines: u64,
+    /// Of the hours done: their valid lines, and those polling had stored before.
+    pub done_valid_lines: u64,
+    pub done_already_present: u64,
+}
+
+impl Tally {
+    /// The share of the done hours' events polling had stored (the feed's coverage), in
+    /// percent; None when no hour was done.
+    pub fn polled_percent(&self) -> Option<f64> {
+        (self.done_valid_lines > 0)
+            .then(|| 100.0 * self.done_already_present as f64 / self.done_valid_lines as f64)
+    }
 }
 
 /// The schedule's answer, as `cargo lambda invoke` and the console show it.
@@ -292,7 +304,11 @@ pub async fn on_messages<A: ArchiveHours>(
                 tally.lines += report.lines;
                 tally.events_stored += report.new_rows;
                 match report.status {
-                    HourStatus::Done => tally.done += 1,
+                    HourStatus::Done => {
+                        tally.done += 1;
+                        tally.done_valid_lines += report.stored + report.already_present;
+                        tally.done_already_present += report.already_present;
+                    }
                     HourStatus::Missing => tally.missing += 1,
                     HourStatus::InProgress => {
                         // NOTE: acked: another invocation holds the hour; if it dies, its lease
@@ -349,9 +365,10 @@ pub async fn on_messages<A: ArchiveHours>(
 /// One CloudWatch Embedded Metric Format line: namespace `ghevents`, dimension
 /// `FunctionName`, the counts as metrics (`ArchiveHoursEnqueued`, `ArchiveHoursDone`,
 /// `ArchiveHoursMissing`, `ArchiveHoursFailed`, `ArchiveHoursResumed`,
-/// `ArchiveEventsStored`) and the rest as properties.
+/// `ArchiveEventsStored`, and `ArchivePolledPercent` when an hour was done: the share of the
+/// done hours' events polling had stored) and the rest as properties.
 pub fn emf_line(function_name: &str, at: DateTime<Utc>, t: &Tally) -> String {
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "_aws": {
             "Timestamp": at.timestamp_millis(),
             "CloudWatchMetrics": [{
@@ -378,8 +395,15 @@ pub fn emf_line(function_name: &str, at: DateTime<Utc>, t: &Tally) -> String {
         "deferred": t.deferred,
         "poison": t.poison,
         "lines": t.lines,
-    })
-    .to_string()
+    });
+    if let Some(p) = t.polled_percent() {
+        doc["ArchivePolledPercent"] = p.into();
+        doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array_mut()
+            .expect("the metrics list above")
+            .push(serde_json::json!({ "Name": "ArchivePolledPercent", "Unit": "Percent" }));
+    }
+    doc.to_string()
 }
 
 #[cfg(test)]
@@ -820,5 +844,31 @@ mod tests {
         assert_eq!(v["ArchiveHoursFailed"], 1);
         assert_eq!(v["ArchiveEventsStored"], 1234);
         assert_eq!(v["_aws"]["Timestamp"], now().timestamp_millis());
+        assert!(
+            v.get("ArchivePolledPercent").is_none() && !names.contains(&"ArchivePolledPercent"),
+            "no coverage without its figures: {v}"
+        );
+    }
+
+    #[test]
+    fn the_done_hours_coverage_is_a_percent_metric() {
+        let t = Tally {
+            done: 2,
+            done_valid_lines: 8000,
+            done_already_present: 200,
+            ..Tally::default()
+        };
+        let v: serde_json::Value = serde_json::from_str(&emf_line("a", now(), &t)).unwrap();
+        assert_eq!(v["ArchivePolledPercent"], 2.5);
+        let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Name"] == "ArchivePolledPercent")
+            .cloned();
+        assert_eq!(
+            declared,
+            Some(serde_json::json!({ "Name": "ArchivePolledPercent", "Unit": "Percent" }))
+        );
     }
 }
