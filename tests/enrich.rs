@@ -246,6 +246,13 @@ async fn enrichment_stops_at_its_share_of_60_and_ingest_keeps_its_reserve() {
 
     let s = enricher(&app, |_| {}).drain().await.unwrap();
     assert_eq!(s.requests, 40, "enrichment spends 60 - 20");
+    // Requests go out push event by push event (its actor, then its repository): the 40
+    // requests complete push events instead of fetching 40 actors and no repository.
+    assert!(
+        s.completed >= 15,
+        "40 requests completed only {} push events: {s:?}",
+        s.completed
+    );
     let until = s.deferred_until.expect("deferred until the reset");
     assert!(statuses(&db).await.0 > 0, "work left pending");
     // Exhausted for enrichment: a second drain sends nothing.

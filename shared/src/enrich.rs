@@ -342,19 +342,31 @@ impl Enricher {
             .unwrap_or_else(|| self.github.deadline_reserve() + self.github.attempt_timeout());
         // One request per login / repository name (GitHub ignores their case); several ids can
         // share one (a name deleted and taken again), and the answer's id says which it is.
-        let mut wanted: BTreeMap<(Kind, String), (String, BTreeSet<i64>)> = BTreeMap::new();
+        let mut by_name: BTreeMap<(Kind, String), (String, BTreeSet<i64>)> = BTreeMap::new();
+        // Requests go out push event by push event, its actor then its repository, so a budget
+        // that runs out mid-batch has completed whole push events rather than fetched every
+        // actor and no repository.
+        let mut order: Vec<(Kind, String)> = Vec::new();
         for i in &items {
             for (kind, name, id) in [
                 (Kind::Actor, &i.actor_login, i.actor_id),
                 (Kind::Repo, &i.repo_name, i.repo_id),
             ] {
-                wanted
-                    .entry((kind, name.to_lowercase()))
+                let key = (kind, name.to_lowercase());
+                if !by_name.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                by_name
+                    .entry(key)
                     .or_insert_with(|| (name.clone(), BTreeSet::new()))
                     .1
                     .insert(id);
             }
         }
+        let wanted: Vec<_> = order
+            .into_iter()
+            .filter_map(|k| by_name.remove(&k).map(|v| (k, v)))
+            .collect();
         // While enrichment is paused nothing is sent; once the budget (or a pause) says wait,
         // nothing more is sent in this batch.
         let started = self.clock.now();
