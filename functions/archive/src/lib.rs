@@ -33,6 +33,7 @@ use ghevents_core::archive::{self, ArchiveError, Archiver, Hour, HourReport, Hou
 use ghevents_core::aws::hours::{hour_of, HourQueue};
 use ghevents_core::clock::Clock;
 use ghevents_core::deadline::Deadline;
+use ghevents_core::metrics::{Emf, Unit, NAMESPACE};
 use ghevents_core::store::StoreError;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
@@ -368,42 +369,25 @@ pub async fn on_messages<A: ArchiveHours>(
 /// `ArchiveEventsStored`, and `ArchivePolledPercent` when an hour was done: the share of the
 /// done hours' events polling had stored) and the rest as properties.
 pub fn emf_line(function_name: &str, at: DateTime<Utc>, t: &Tally) -> String {
-    let mut doc = serde_json::json!({
-        "_aws": {
-            "Timestamp": at.timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "ghevents",
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [
-                    { "Name": "ArchiveHoursEnqueued", "Unit": "Count" },
-                    { "Name": "ArchiveHoursDone", "Unit": "Count" },
-                    { "Name": "ArchiveHoursMissing", "Unit": "Count" },
-                    { "Name": "ArchiveHoursFailed", "Unit": "Count" },
-                    { "Name": "ArchiveHoursResumed", "Unit": "Count" },
-                    { "Name": "ArchiveEventsStored", "Unit": "Count" },
-                ],
-            }],
-        },
-        "FunctionName": function_name,
-        "ArchiveHoursEnqueued": t.enqueued,
-        "ArchiveHoursDone": t.done,
-        "ArchiveHoursMissing": t.missing,
-        "ArchiveHoursFailed": t.failed,
-        "ArchiveHoursResumed": t.resumed,
-        "ArchiveEventsStored": t.events_stored,
-        "enqueue_failed": t.enqueue_failed,
-        "deferred": t.deferred,
-        "poison": t.poison,
-        "lines": t.lines,
-    });
-    if let Some(p) = t.polled_percent() {
-        doc["ArchivePolledPercent"] = p.into();
-        doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array_mut()
-            .expect("the metrics list above")
-            .push(serde_json::json!({ "Name": "ArchivePolledPercent", "Unit": "Percent" }));
+    let mut emf = Emf::new(NAMESPACE).dimension("FunctionName", function_name);
+    for (name, value) in [
+        ("ArchiveHoursEnqueued", t.enqueued),
+        ("ArchiveHoursDone", t.done),
+        ("ArchiveHoursMissing", t.missing),
+        ("ArchiveHoursFailed", t.failed),
+        ("ArchiveHoursResumed", t.resumed),
+        ("ArchiveEventsStored", t.events_stored),
+    ] {
+        emf.metric(name, Unit::Count, value as f64);
     }
-    doc.to_string()
+    if let Some(p) = t.polled_percent() {
+        emf.metric("ArchivePolledPercent", Unit::Percent, p);
+    }
+    emf.property("enqueue_failed", t.enqueue_failed)
+        .property("deferred", t.deferred)
+        .property("poison", t.poison)
+        .property("lines", t.lines);
+    emf.to_line(at)
 }
 
 #[cfg(test)]
