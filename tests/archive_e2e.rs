@@ -15,7 +15,7 @@ use ghevents_core::deadline::Deadline;
 use ghevents_core::raw::RawStoreError;
 use ghevents_tests::archive_server::{ArchiveServer, Fault};
 use ghevents_tests::db::TestDb;
-use ghevents_tests::{data_dir, ghevents_bin};
+use ghevents_tests::{data_dir, ghevents_bin, output_of};
 use github_sim::{Clock, Sim, SimConfig};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,16 +67,9 @@ fn ghevents(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> tokio::process:
     c
 }
 
-async fn output(mut c: tokio::process::Command) -> (bool, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-        .await
-        .expect("ghevents finishes within 120 s")
-        .expect("ghevents ran");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+async fn output(c: tokio::process::Command) -> (bool, String, String) {
+    let (code, stdout, stderr) = output_of(c, Duration::from_secs(120)).await;
+    (code == 0, stdout, stderr)
 }
 
 async fn api_rows(db: &TestDb) -> BTreeMap<i64, (String, chrono::DateTime<chrono::Utc>)> {
